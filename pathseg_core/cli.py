@@ -1,0 +1,121 @@
+"""The ``pathseg`` command: LightningCLI for fit / validate / test / predict, plus
+``pathseg plugins list|doctor`` and ``pathseg segment``.
+
+``--model NAME`` with a registered short name is rewritten to the plugin's task class
+path before LightningCLI parses, importing only that plugin; full class paths work as
+LightningCLI always allows. Errors that pathseg itself raises for bad input end the
+process with one line on stderr and exit code 2 (set ``PATHSEG_DEBUG=1`` for the
+traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from pathseg_core import _torchvision_ops  # noqa: F401 - arms the torchvision fix first
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+USAGE = """usage: pathseg {fit,validate,test,predict} --model NAME [-c CONFIG.yaml] [--trainer.* …]
+       pathseg segment SLIDE… --model NAME --ckpt PATH --out DIR [options]
+       pathseg plugins {list,doctor}
+Run `pathseg fit --help` (or validate/test/predict/segment) for all options."""
+
+
+def rewrite_model_argument(argv: list[str]) -> list[str]:
+    """Replace a registered short name after ``--model`` by its task class path."""
+    from pathseg_core.plugins import registry
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--model" and i + 1 < len(out):
+            out[i + 1] = _resolve(out[i + 1], registry())
+        elif arg.startswith("--model="):
+            out[i] = "--model=" + _resolve(arg.split("=", 1)[1], registry())
+    return out
+
+
+def _resolve(value: str, reg: object) -> str:
+    if value.endswith((".yaml", ".yml", ".json")) or value.startswith("{"):
+        return value  # a model config file or inline dict: LightningCLI handles it
+    path = reg.resolve_task_path(value)
+    reg.resolve_task_class(path)  # import now so an import error is reported cleanly
+    return path
+
+
+def build_cli(args: Sequence[str] | None, run: bool = True) -> object:
+    """Construct the LightningCLI (tests call this with ``run=False`` to inspect it)."""
+    from lightning.pytorch import LightningDataModule
+    from lightning.pytorch.callbacks import RichProgressBar
+    from lightning.pytorch.cli import LightningCLI
+
+    from pathseg_core.callbacks import LogConfigCallback, OverlayImages
+    from pathseg_core.task import SegmentationTask
+
+    return LightningCLI(
+        SegmentationTask,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=LogConfigCallback,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"callbacks": [RichProgressBar(leave=True), OverlayImages()]},
+        args=list(args) if args is not None else None,
+        run=run,
+        auto_configure_optimizers=False,
+        seed_everything_default=0,
+    )
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Bad input that deserves one line, not a traceback: pathseg's own errors and missing files."""
+    module = type(exc).__module__ or ""
+    ours = module.startswith("pathseg")
+    return ours or isinstance(exc, (FileNotFoundError, NotADirectoryError, PermissionError))
+
+
+def fail(exc: BaseException) -> int:
+    """Print ``pathseg: error: <one line>`` and return the exit code 2."""
+    if os.environ.get("PATHSEG_DEBUG"):
+        import traceback
+
+        traceback.print_exception(exc)
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"pathseg: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Entry point returning an exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command = argv[0]
+    if command == "plugins":
+        from pathseg_core.plugin_report import main as plugins_main
+
+        return plugins_main(argv[1:])
+    if command == "segment":
+        from pathseg_core.inference.segment_cli import main as segment_main
+
+        return segment_main(argv[1:])
+    if command not in LIGHTNING_SUBCOMMANDS:
+        print(f"pathseg: error: unknown command '{command}'; use fit, validate, test, predict, segment or plugins",
+              file=sys.stderr)
+        return 2
+    try:
+        build_cli(rewrite_model_argument(argv))
+    except SystemExit as exc:  # argparse / jsonargparse errors already printed their line
+        return int(exc.code or 0) if isinstance(exc.code, int) else 2
+    except Exception as exc:  # noqa: BLE001
+        if is_user_error(exc) or is_user_error(exc.__cause__ or exc):
+            return fail(exc)
+        raise
+    return 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())

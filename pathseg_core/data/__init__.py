@@ -1,0 +1,1 @@
+"""Datasets, datamodules and whole-slide reading. Datasets know nothing of models."""
