@@ -1,0 +1,1 @@
+"""Example third-party pathseg plugin: SAM + bottleneck adapters."""
