@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from pathseg_core import _torchvision_ops  # noqa: F401 - arms the torchvision fix first
@@ -52,6 +53,9 @@ def build_cli(args: Sequence[str] | None, run: bool = True) -> object:
 
     from pathseg_core.callbacks import LogConfigCallback, OverlayImages
     from pathseg_core.task import SegmentationTask
+
+    # We always pass the (rewritten) argv explicitly; Lightning warns about that by default.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
 
     return LightningCLI(
         SegmentationTask,

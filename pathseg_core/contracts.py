@@ -22,6 +22,9 @@ from torch import Tensor, nn
 #: Label value that losses and metrics skip (outside ROI, "exclude", padding).
 IGNORE_INDEX = 255
 
+#: Values of :attr:`Prompts.kind`.
+PROMPT_BOX, PROMPT_POINTS, PROMPT_MASK = 0, 1, 2
+
 #: Encoder output: ``"embedding"`` ``[B, C, h, w]`` is always present; models add the
 #: intermediate features their decoder needs (e.g. ``"early"``, ``"late"``).
 Features = dict[str, Tensor]
@@ -59,6 +62,9 @@ class Prompts(_Movable):
         valid: ``[B, N]`` bool, which of the ``N`` slots hold a real object (images in a
             batch can have different object counts; padded slots are ignored by losses and
             metrics).
+        kind: ``[B, N]`` long, which prompt each slot carries when types are mixed
+            (:data:`PROMPT_BOX`, :data:`PROMPT_POINTS`, :data:`PROMPT_MASK`), or ``None``
+            when every given prompt applies to every slot.
     """
 
     boxes: Tensor | None = None
@@ -66,6 +72,7 @@ class Prompts(_Movable):
     point_labels: Tensor | None = None
     masks: Tensor | None = None
     valid: Tensor | None = None
+    kind: Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -92,6 +99,8 @@ class Prompts(_Movable):
             raise PromptError(f"mask prompts must be [B, N, 1, h, w], got {list(self.masks.shape)}")
         if self.valid is not None and tuple(self.valid.shape) != (b, n):
             raise PromptError(f"valid must be [B, N], got {list(self.valid.shape)}")
+        if self.kind is not None and tuple(self.kind.shape) != (b, n):
+            raise PromptError(f"kind must be [B, N], got {list(self.kind.shape)}")
         if image_size is not None and self.boxes is not None and self.boxes.numel():
             h, w = image_size
             bx = self.boxes if self.valid is None else self.boxes[self.valid]
@@ -115,11 +124,13 @@ class Targets(_Movable):
     Attributes:
         masks: ``[B, N, H, W]`` float in ``{0, 1}``, one mask per prompt slot.
         semantic: ``[B, H, W]`` long class ids; ``ignore_index`` pixels are skipped.
+        class_ids: ``[B, N]`` long, the class of each prompted object (per-class scores).
         ignore_index: label value skipped by losses and metrics.
     """
 
     masks: Tensor | None = None
     semantic: Tensor | None = None
+    class_ids: Tensor | None = None
     ignore_index: int = IGNORE_INDEX
 
 

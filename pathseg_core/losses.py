@@ -254,9 +254,7 @@ def iou_mse_loss(
     return _reduce_channels((iou_pred.float() - iou_true) ** 2, counts, "mean")
 
 
-def semantic_to_onehot(
-    labels: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
-) -> tuple[Tensor, Tensor]:
+def semantic_to_onehot(labels: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> tuple[Tensor, Tensor]:
     """One-hot encode a semantic map, zeroing ignore pixels.
 
     Args:
@@ -401,6 +399,8 @@ class SegmentationLoss(nn.Module):
         if self.weights["iou_mse"]:
             if iou_pred is None:
                 raise LossInputError("SegmentationLoss iou_mse > 0 needs iou_pred [B, N]: pass it or set iou_mse=0")
-            out["iou_mse"] = self.weights["iou_mse"] * iou_mse_loss(iou_pred, logits, target, w, activation=self.activation)
+            out["iou_mse"] = self.weights["iou_mse"] * iou_mse_loss(
+                iou_pred, logits, target, w, activation=self.activation
+            )
         out["loss"] = sum(out.values(), logits.sum() * 0.0)
         return out

@@ -28,7 +28,7 @@ from torch import Tensor
 from pathseg_core.contracts import IGNORE_INDEX, Prediction, PromptableSegmenter, Prompts, SegBatch, Targets
 from pathseg_core.losses import SegmentationLoss
 from pathseg_core.metrics import build_metrics
-from pathseg_core.prompts import PromptSampler, eval_generator
+from pathseg_core.prompts import PRESETS, PromptSampler, eval_generator
 
 Stage = Literal["train", "val", "test"]
 EvalProtocol = Literal["box", "noisy_box", "points1", "points3", "points5", "points10", "mask"]
@@ -50,9 +50,9 @@ class SegmentationTask(LightningModule):
         train_box_jitter: relative box noise in training (0 = tight boxes).
         train_points: positive points per object in training.
         eval_protocol: prompts used in validation / test, seeded so every run sees the same
-            ones: ``box`` (tight), ``noisy_box`` (jitter ``eval_box_jitter``), ``pointsK``
-            (K positive points), ``mask`` (noisy coarse mask).
-        eval_box_jitter: relative noise of ``noisy_box``.
+            ones: ``box`` (tight), ``noisy_box`` (WSI-SAM's box noise, see
+            :data:`~pathseg_core.prompts.PRESETS`), ``pointsK`` (K positive points), ``mask``
+            (noisy coarse mask).
         object_mode: objects are connected ``components`` of each class or whole ``classes``.
         max_objects: most objects (prompts) per image.
         min_object_area: smaller objects are not prompted.
@@ -81,7 +81,6 @@ class SegmentationTask(LightningModule):
         train_box_jitter: float = 0.1,
         train_points: int = 1,
         eval_protocol: EvalProtocol = "noisy_box",
-        eval_box_jitter: float = 0.1,
         object_mode: Literal["components", "classes"] = "components",
         max_objects: int = 8,
         min_object_area: int = 16,
@@ -142,14 +141,12 @@ class SegmentationTask(LightningModule):
 
     def eval_sampler_for(self, protocol: str, **common: Any) -> PromptSampler:
         """The seeded evaluation sampler for a protocol name (``noisy_box``, ``points5`` …)."""
-        if protocol == "box":
-            return PromptSampler(mode="box", box_jitter=0.0, **common)
-        if protocol == "noisy_box":
-            return PromptSampler(mode="box", box_jitter=self.hparams.eval_box_jitter, **common)
+        if protocol in PRESETS:
+            return PromptSampler.from_preset(protocol, **common)
         if protocol == "mask":
             return PromptSampler(mode="mask", **common)
         if protocol.startswith("points") and protocol[6:].isdigit():
-            return PromptSampler(mode="points", n_pos=int(protocol[6:]), **common)
+            return PromptSampler(mode="points", n_pos=int(protocol[6:]), n_neg=0, **common)
         raise ConfigError(f"unknown eval_protocol '{protocol}'; use box, noisy_box, mask or pointsK (e.g. points5)")
 
     # -- helpers -------------------------------------------------------------------------

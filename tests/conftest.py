@@ -9,8 +9,13 @@ from pathlib import Path
 import pytest
 
 _TMP = Path(tempfile.mkdtemp(prefix="pathseg-tests-"))
-for var, sub in (("WANDB_DIR", "wandb"), ("WANDB_CACHE_DIR", "wandb-cache"), ("WANDB_CONFIG_DIR", "wandb-config"),
-                 ("WANDB_DATA_DIR", "wandb-data"), ("PATHSEG_CACHE", "cache")):
+for var, sub in (
+    ("WANDB_DIR", "wandb"),
+    ("WANDB_CACHE_DIR", "wandb-cache"),
+    ("WANDB_CONFIG_DIR", "wandb-config"),
+    ("WANDB_DATA_DIR", "wandb-data"),
+    ("PATHSEG_CACHE", "cache"),
+):
     os.environ.setdefault(var, str(_TMP / sub))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

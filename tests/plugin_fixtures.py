@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-GOOD_PLUGIN = '''
+GOOD_PLUGIN = """
 from pathseg_core.hookspecs import ModelSpec, hookimpl
 
 @hookimpl
@@ -13,11 +13,11 @@ def pathseg_register_models():
 
 class Task:
     pass
-'''
+"""
 
-BROKEN_PLUGIN = '''
+BROKEN_PLUGIN = """
 raise ImportError("this plugin needs the package 'notinstalled'")
-'''
+"""
 
 
 def make_distribution(root: Path, dist: str, plugins: dict[str, str]) -> None:

@@ -43,7 +43,9 @@ def test_broken_plugin_is_reported_and_breaks_only_its_name(fake_site):
     make_distribution(fake_site, "distgood", {"gamma": GOOD_PLUGIN})
     reg = _registry()
     assert reg.resolve_task_path("gamma") == "distgood_gamma.Task"
-    with pytest.raises(PluginError, match=r"plugin 'broken' \(distbroken.*failed to import: ImportError: .*notinstalled"):
+    with pytest.raises(
+        PluginError, match=r"plugin 'broken' \(distbroken.*failed to import: ImportError: .*notinstalled"
+    ):
         reg.spec("broken")
     records = {r.name: r for r in _registry().records()}
     assert records["broken"].error is not None and "notinstalled" in records["broken"].error
@@ -83,8 +85,9 @@ def _pathseg(*args, env_extra=None, cwd=None):
     import os
 
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "pathseg_core", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pathseg_core", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
 
 
 def test_cli_plugins_list_and_doctor_report_broken_plugin(tmp_path):

@@ -67,7 +67,7 @@ class ClassMap:
         mapping: source code → target id (several codes may share one id).
         ignore: source codes mapped to ``ignore_index`` (outside ROI, "exclude", …).
         ignore_index: label value losses and metrics skip.
-        colors: one RGB triple per class (``DEFAULT_PALETTE`` when not given).
+        colors: one RGB triple per class (``DEFAULT_PALETTE``, cycled, when not given).
         threshold: if set, binarise (``value > threshold`` → 1) instead of using ``mapping``.
         source: where the map came from (file path or ``"<binary>"``), used in errors.
         notes: free-text provenance of the layout.
@@ -89,7 +89,9 @@ class ClassMap:
         if self.threshold is None and not self.mapping:
             raise ClassMapError(f"class map {self.source} has an empty 'map'; give source code -> class id pairs")
         if self.threshold is not None and n != 2:
-            raise ClassMapError(f"class map {self.source} uses 'threshold' but has {n} names; thresholding needs exactly 2")
+            raise ClassMapError(
+                f"class map {self.source} uses 'threshold' but has {n} names; thresholding needs exactly 2"
+            )
         bad = sorted({t for t in self.mapping.values() if not 0 <= t < n})
         if bad:
             raise ClassMapError(f"class map {self.source} maps to ids {bad} outside 0..{n - 1}; fix 'map' or 'names'")
@@ -99,7 +101,12 @@ class ClassMap:
         if 0 <= self.ignore_index < n:
             raise ClassMapError(f"class map {self.source} has ignore_index {self.ignore_index} inside 0..{n - 1}")
         if self.colors and len(self.colors) != n:
-            raise ClassMapError(f"class map {self.source} has {len(self.colors)} colors for {n} names; give one per class")
+            raise ClassMapError(
+                f"class map {self.source} has {len(self.colors)} colors for {n} names; give one per class"
+            )
+        if not self.colors:  # frozen dataclass: fill the default palette once
+            palette = tuple(DEFAULT_PALETTE[i % len(DEFAULT_PALETTE)] for i in range(n))
+            object.__setattr__(self, "colors", palette)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -136,7 +143,9 @@ class ClassMap:
         """Read a class map JSON file."""
         path = Path(path)
         if not path.is_file():
-            raise ClassMapError(f"class map file {path} does not exist; give a path or a shipped name ({shipped_names()})")
+            raise ClassMapError(
+                f"class map file {path} does not exist; give a path or a shipped name ({shipped_names()})"
+            )
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
@@ -160,13 +169,6 @@ class ClassMap:
     def num_classes(self) -> int:
         """Number of target classes (``ignore_index`` not counted)."""
         return len(self.names)
-
-    @property
-    def palette(self) -> tuple[tuple[int, int, int], ...]:
-        """One RGB colour per class: ``colors`` or the default palette, cycled."""
-        if self.colors:
-            return self.colors
-        return tuple(DEFAULT_PALETTE[i % len(DEFAULT_PALETTE)] for i in range(self.num_classes))
 
     # ------------------------------------------------------------------ mapping
     def apply(self, mask: np.ndarray, name: str = "mask") -> np.ndarray:
@@ -215,7 +217,7 @@ class ClassMap:
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         """``[H, W]`` class ids → ``[H, W, 3]`` uint8 RGB (``ignore_index`` pixels stay black)."""
         lut = np.zeros((max(self.num_classes, self.ignore_index + 1), 3), dtype=np.uint8)
-        lut[: self.num_classes] = np.asarray(self.palette, dtype=np.uint8)
+        lut[: self.num_classes] = np.asarray(self.colors, dtype=np.uint8)
         return lut[np.clip(labels, 0, len(lut) - 1)]
 
 

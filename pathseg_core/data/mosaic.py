@@ -73,7 +73,7 @@ class Mosaic:
 
 
 def tile_offset(stem: str, pattern: str) -> tuple[int, int]:
-    """``(x, y)`` pixel offset of a tile from its name.
+    r"""``(x, y)`` pixel offset of a tile from its name.
 
     ``pattern`` has either one unnamed group (the x offset, e.g. ``r"-(\\d+)$"``) or named
     groups ``x`` and/or ``y``.
@@ -97,7 +97,9 @@ def _paste(canvas: np.ndarray, filled: np.ndarray, tile: np.ndarray, x: int, y: 
         old, new = window[seen].astype(np.int64), tile[seen].astype(np.int64)
         diff = int(np.abs(old - new).max())
         if diff > atol:
-            raise MosaicError(f"{what} disagrees with the tiles it overlaps (max difference {diff} > {atol}); not one region?")
+            raise MosaicError(
+                f"{what} disagrees with the tiles it overlaps (max difference {diff} > {atol}); not one region?"
+            )
     window[...] = tile
     seen[...] = True
 
@@ -135,7 +137,9 @@ def stitch_tiles(
     for path, (x, y), im in zip(image_paths, offsets.values(), images):
         _paste(canvas, filled, im, x, y, f"image tile {path}", image_atol)
     if not filled.all():
-        raise MosaicError(f"tiles of {source_id!r} leave {int((~filled).sum())} canvas pixels uncovered; a tile is missing")
+        raise MosaicError(
+            f"tiles of {source_id!r} leave {int((~filled).sum())} canvas pixels uncovered; a tile is missing"
+        )
     mask = None
     if mask_paths is not None:
         masks = [read_label_mask(p) for p in mask_paths]

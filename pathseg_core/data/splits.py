@@ -44,7 +44,7 @@ def _compile_one_group(pattern: str) -> re.Pattern[str]:
 
 
 def group_key(stem: str, pattern: str) -> str:
-    """The group a file stem belongs to: the one capture group of ``pattern`` (``re.search``).
+    r"""The group a file stem belongs to: the one capture group of ``pattern`` (``re.search``).
 
     Example: ``group_key("1009009_r27c10", r"^(\\d+)_") == "1009009"``.
     """
@@ -55,7 +55,11 @@ def group_key(stem: str, pattern: str) -> str:
 
 
 def proportional_counts(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
-    """Integer counts summing to ``n``, proportional to ``fractions`` (largest remainder)."""
+    """Integer counts summing to ``n``, proportional to ``fractions`` (largest remainder).
+
+    Every split with a positive share gets at least one item (taken from the largest);
+    :class:`SplitError` if ``n`` is too small for that.
+    """
     total = sum(fractions.values())
     if total <= 0 or any(f < 0 for f in fractions.values()):
         raise SplitError(f"split fractions {dict(fractions)} must be non-negative and not all zero")
@@ -160,7 +164,7 @@ class TileBox:
 
 
 def tile_boxes(stems: Iterable[str], pattern: str, tile_size: int | tuple[int, int]) -> list[TileBox]:
-    """Place tiles from their names.
+    r"""Place tiles from their names.
 
     Args:
         stems: file stems.
@@ -172,13 +176,17 @@ def tile_boxes(stems: Iterable[str], pattern: str, tile_size: int | tuple[int, i
     regex = re.compile(pattern)
     names = set(regex.groupindex)
     if not names or not names <= {"row", "col", "x", "y"} or (names & {"row", "col"} and names & {"x", "y"}):
-        raise SplitError(f"position pattern {pattern!r} needs named groups row/col or x/y, e.g. r'r(?P<row>\\d+)c(?P<col>\\d+)$'")
+        raise SplitError(
+            f"position pattern {pattern!r} needs named groups row/col or x/y, e.g. r'r(?P<row>\\d+)c(?P<col>\\d+)$'"
+        )
     h, w = (tile_size, tile_size) if isinstance(tile_size, int) else tile_size
     boxes = []
     for stem in stems:
         match = regex.search(stem)
         if match is None:
-            raise SplitError(f"stem {stem!r} does not match the position pattern {pattern!r}; fix the pattern or the name")
+            raise SplitError(
+                f"stem {stem!r} does not match the position pattern {pattern!r}; fix the pattern or the name"
+            )
         found = {k: int(v) for k, v in match.groupdict().items() if v is not None}
         if names & {"row", "col"}:
             boxes.append(TileBox(stem, found.get("col", 0) * w, found.get("row", 0) * h, w, h))
@@ -225,7 +233,9 @@ def spatial_split(
         bands.setdefault(box.y if axis == "y" else box.x, []).append(box)
     coords = sorted(bands)
     if len(coords) < len(wanted):
-        raise SplitError(f"only {len(coords)} distinct {axis} position(s) for the splits {list(wanted)}; use fewer splits")
+        raise SplitError(
+            f"only {len(coords)} distinct {axis} position(s) for the splits {list(wanted)}; use fewer splits"
+        )
     targets = proportional_counts(len(boxes), wanted)
     names = list(wanted)
     assign: dict[str, str] = {}

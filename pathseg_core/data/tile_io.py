@@ -18,6 +18,12 @@ class MaskFormatError(ValueError):
     """A mask file is not a single-channel label image."""
 
 
+def image_shape(path: str | Path) -> tuple[int, int]:
+    """``(H, W)`` of an image file, from its header only."""
+    with Image.open(path) as im:
+        return im.height, im.width
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """``[H, W, 3]`` uint8 RGB (grey, palette and alpha images are converted)."""
     with Image.open(path) as im:

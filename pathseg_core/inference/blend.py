@@ -85,19 +85,26 @@ class BandAccumulator:
         if bottom > self.bottom:
             self.data = np.concatenate([self.data, self._new_rows(bottom - self.bottom)], axis=1)
 
-    def add(self, scores: np.ndarray, y: int, x: int, weight: np.ndarray | None = None) -> None:
+    def add(
+        self, scores: np.ndarray, y: int, x: int, weight: np.ndarray | None = None, channel: int | None = None
+    ) -> None:
         """Accumulate a tile's scores whose top-left output pixel is ``(row y, col x)``.
 
         Args:
-            scores: ``[C, h, w]`` float probabilities for the tile.
+            scores: ``[C, h, w]`` float probabilities for the tile, or ``[1, h, w]`` when
+                ``channel`` is given.
             y: output row of the tile's first row (``>= top``; may run past the bottom).
             x: output column of the tile's first column (may be negative or run past ``W``;
                 the part outside ``0..W`` is dropped).
             weight: ``[h, w]`` blending weights (``"sum"`` only; ones when ``None``).
+            channel: accumulate a single-channel ``scores`` into this channel only.
         """
         c, h, w = scores.shape
-        if c != self.channels:
-            raise BlendError(f"tile has {c} channels but the accumulator has {self.channels}")
+        expected = 1 if channel is not None else self.channels
+        if c != expected:
+            raise BlendError(f"tile has {c} channels but {expected} were expected")
+        if channel is not None and not 0 <= channel < self.channels:
+            raise BlendError(f"channel {channel} outside 0..{self.channels - 1}")
         if y < self.top:
             raise BlendError(f"tile at row {y} starts above the first open row {self.top}")
         x0, x1 = max(x, 0), min(x + w, self.width)
@@ -105,7 +112,8 @@ class BandAccumulator:
             return
         self._grow(y + h)
         src = scores[:, :, x0 - x : x1 - x].astype(np.float32, copy=False)
-        dst = self.data[:, y - self.top : y - self.top + h, x0:x1]
+        chans = slice(None) if channel is None else slice(channel, channel + 1)
+        dst = self.data[chans, y - self.top : y - self.top + h, x0:x1]
         if self.reduce == "sum":
             if weight is not None:
                 src = src * weight[None, :, x0 - x : x1 - x]

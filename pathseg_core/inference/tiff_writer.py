@@ -163,8 +163,8 @@ class PyramidalMaskWriter:
                 self.rows_written += n
                 self._feed_spills(head, final=self.rows_written == h)
                 yield from _tiles_of(head, self.tile)
-        if self.rows_written != h:
-            raise TiffWriteError(f"row chunks ended after {self.rows_written} of {h} rows")
+        if self.rows_written + have != h:
+            raise TiffWriteError(f"row chunks ended after {self.rows_written + have} of {h} rows")
 
     def _level_tiles(self, level: int) -> Iterator[np.ndarray]:
         data = self.spills[level - 1].map

@@ -1,16 +1,19 @@
 """Class-id mask → QuPath GeoJSON, vectorised band by band and merged across band borders.
 
-Each band of finished rows is traced with ``cv2.findContours`` (outer rings and holes,
-vertices at pixel centres) together with the last row of the band above, so a region
-crossing the border yields two polygons that share an edge along that row;
-``shapely.unary_union`` merges them. Only polygons touching the current bottom row stay
-*open* (they may still grow); the rest are *closed* and never touched again, so memory
-holds the vectors, never the raster.
+Each band of finished rows is traced with :func:`pathseg_core.data.wsi.raster.vectorize`
+(marching squares between pixel centres, so rasterising the polygons gives the mask back
+exactly) together with one row of each neighbouring band, then clipped to the band's own
+strip ``y0 <= y <= y1`` (continuous coordinates, pixel ``(c, r)`` covers
+``[c, c+1) × [r, r+1)``). The contour between two rows depends only on those two rows,
+which both neighbours see, so a region crossing a border yields two polygons that share
+their border edge exactly; ``shapely.unary_union`` merges them into what tracing the
+whole mask would give. Only polygons touching the current band's bottom stay *open*; the
+rest are *closed* and never touched again, so memory holds one band and the vectors,
+never the raster.
 
-Coordinates: polygons are built in output-pixel indices ``(x = col, y = row)`` and
-written in level-0 slide pixels, ``((col + 0.5) * ds, (row + 0.5) * ds)`` where ``ds`` is
-the output pixel size in level-0 pixels. Features are sorted and coordinates rounded, so
-the same mask always gives the same bytes.
+Output coordinates are level-0 pixels: output coordinates × ``ds`` (the output pixel size
+in level-0 pixels). Features are sorted and coordinates rounded, so the same mask always
+gives the same bytes.
 """
 
 from __future__ import annotations
@@ -19,54 +22,32 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import shapely
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
+from pathseg_core.data.wsi.frames import PatchFrame
+from pathseg_core.data.wsi.raster import vectorize
 
-def _polygonal_parts(geom: BaseGeometry) -> list[Polygon]:
+
+def polygonal_parts(geom: BaseGeometry) -> list[Polygon]:
     """The non-empty polygons inside any geometry (collections and multi-parts flattened)."""
     if geom.is_empty:
         return []
     if isinstance(geom, Polygon):
         return [geom] if geom.area > 0 else []
     if hasattr(geom, "geoms"):
-        return [p for g in geom.geoms for p in _polygonal_parts(g)]
+        return [p for g in geom.geoms for p in polygonal_parts(g)]
     return []
 
 
-def mask_polygons(mask: np.ndarray, y_offset: int = 0) -> list[Polygon]:
-    """Valid polygons of the non-zero pixels of ``[h, w]`` ``mask``, in pixel indices.
-
-    Vertices sit at pixel centres ``(col, row + y_offset)``; regions thinner than two
-    pixels have no area and are dropped, holes are kept.
-    """
-    contours, hierarchy = cv2.findContours(
-        mask.astype(np.uint8, copy=False), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE
-    )
-    if hierarchy is None:
-        return []
-    hierarchy = hierarchy[0]
-    rings = [c.reshape(-1, 2).astype(np.float64) + (0.0, float(y_offset)) for c in contours]
-    holes: dict[int, list[np.ndarray]] = {}
-    for i, (_, _, _, parent) in enumerate(hierarchy):
-        if parent >= 0 and len(rings[i]) >= 3:
-            holes.setdefault(int(parent), []).append(rings[i])
-    out: list[Polygon] = []
-    for i, (_, _, _, parent) in enumerate(hierarchy):
-        if parent >= 0 or len(rings[i]) < 3:
-            continue
-        poly = Polygon(rings[i], holes.get(i, []))
-        if not poly.is_valid:
-            poly = shapely.make_valid(poly)
-        out.extend(_polygonal_parts(poly))
-    return out
-
-
 class BandVectorizer:
-    """Accumulate polygons per class from consecutive row bands of a class-id mask.
+    """Polygons per class from consecutive row bands of a ``[H, W]`` class-id mask.
+
+    Call :meth:`add_band` with the bands top to bottom, then :meth:`polygons`. A band is
+    traced when the next one arrives (its first row is needed), the last one in
+    :meth:`polygons`.
 
     Args:
         num_classes: class ids ``1 .. num_classes - 1`` are traced (0 is background).
@@ -77,44 +58,49 @@ class BandVectorizer:
         self.closed: dict[int, list[Polygon]] = {c: [] for c in range(1, self.num_classes)}
         self.open: dict[int, list[Polygon]] = {c: [] for c in range(1, self.num_classes)}
         self.next_row = 0
-        self.last_row: np.ndarray | None = None
+        self.above: np.ndarray | None = None  # last row of the band before the pending one
+        self.pending: np.ndarray | None = None
+        self.pending_y = 0
 
     def add_band(self, ids: np.ndarray) -> None:
-        """Trace ``[h, W]`` uint8 class ids of the next rows (directly below the previous band)."""
-        h = ids.shape[0]
-        if h == 0:
+        """Take ``[h, W]`` uint8 class ids of the next rows (directly below the previous band)."""
+        if ids.shape[0] == 0:
             return
-        y0 = self.next_row
-        if self.last_row is not None:
-            mask_rows, offset, seam = np.concatenate([self.last_row, ids]), y0 - 1, y0 - 1
-        else:
-            mask_rows, offset, seam = ids, y0, None
-        bottom = y0 + h - 1
-        present = set(np.unique(mask_rows).tolist()) - {0}
-        for c in range(1, self.num_classes):
-            new = mask_polygons(mask_rows == c, offset) if c in present else []
-            touching = [p for p in new if seam is not None and p.bounds[1] <= seam]
-            others = [p for p in new if not (seam is not None and p.bounds[1] <= seam)]
-            parts = _polygonal_parts(shapely.unary_union(self.open[c] + touching)) if touching else self.open[c]
+        if self.pending is not None:
+            self._trace(ids[:1])
+        self.pending, self.pending_y = ids, self.next_row
+        self.next_row += ids.shape[0]
+
+    def _trace(self, below: np.ndarray | None) -> None:
+        band, y0 = self.pending, self.pending_y
+        h, w = band.shape
+        rows = [r for r in (self.above, band, below) if r is not None]
+        top = y0 - (1 if self.above is not None else 0)
+        mask = np.concatenate(rows) if len(rows) > 1 else band
+        strip = shapely.box(0, y0, w, y0 + h)
+        found: dict[int, list[Polygon]] = {c: [] for c in self.closed}
+        for ann in vectorize(mask, PatchFrame(0.0, float(top), 1.0, w, mask.shape[0]), skip=(0,)):
+            if ann.class_id in found:
+                found[ann.class_id].extend(polygonal_parts(ann.geometry.intersection(strip)))
+        for c, new in found.items():
+            touching = [p for p in new if p.bounds[1] <= y0] if self.above is not None else []
+            others = [p for p in new if not (self.above is not None and p.bounds[1] <= y0)]
+            parts = polygonal_parts(shapely.unary_union(self.open[c] + touching)) if touching else self.open[c]
             self.open[c] = []
             for p in parts + others:
-                (self.open[c] if p.bounds[3] >= bottom else self.closed[c]).append(p)
-        self.next_row = y0 + h
-        self.last_row = ids[-1:].copy()
+                (self.open[c] if p.bounds[3] >= y0 + h else self.closed[c]).append(p)
+        self.above = band[-1:].copy()
+        self.pending = None
 
     def polygons(self) -> dict[int, list[Polygon]]:
-        """All polygons so far per class (closed and open), in output-pixel indices."""
+        """All polygons per class in output-pixel coordinates (traces the last band first)."""
+        if self.pending is not None:
+            self._trace(None)
         return {c: self.closed[c] + self.open[c] for c in self.closed}
 
 
-def _ring(coords: np.ndarray, ds: float, ndigits: int) -> list[list[float]]:
-    xy = np.round((np.asarray(coords)[:, :2] + 0.5) * ds, ndigits)
-    return xy.tolist()
-
-
-def _geometry(poly: Polygon, ds: float, ndigits: int) -> dict:
-    rings = [_ring(poly.exterior.coords, ds, ndigits)] + [_ring(r.coords, ds, ndigits) for r in poly.interiors]
-    return {"type": "Polygon", "coordinates": rings}
+def _ring(coords: object, ds: float, ndigits: int) -> list[list[float]]:
+    return np.round(np.asarray(coords)[:, :2] * ds, ndigits).tolist()
 
 
 def feature_collection(
@@ -124,10 +110,10 @@ def feature_collection(
     ds: float,
     ndigits: int = 2,
 ) -> dict:
-    """QuPath GeoJSON FeatureCollection: one annotation per connected polygon, sorted.
+    """QuPath GeoJSON FeatureCollection: one ``annotation`` per connected polygon, sorted.
 
     Args:
-        polygons: class id → polygons in output-pixel indices.
+        polygons: class id → polygons in output-pixel coordinates.
         class_names: names indexed by class id.
         colors: ``[r, g, b]`` per class id.
         ds: output pixel size in level-0 pixels (coordinates are scaled by it).
@@ -137,10 +123,13 @@ def feature_collection(
     for c in sorted(polygons):
         classification = {"name": str(class_names[c]), "color": [int(v) for v in colors[c]]}
         for poly in polygons[c]:
-            geom = _geometry(shapely.normalize(poly), ds, ndigits)
+            poly = shapely.normalize(poly)
+            rings = [_ring(poly.exterior.coords, ds, ndigits)] + [_ring(r.coords, ds, ndigits) for r in poly.interiors]
             key = (c, *np.round(poly.bounds, 6).tolist(), round(poly.area, 6))
             props = {"objectType": "annotation", "classification": classification}
-            feats.append((key, {"type": "Feature", "geometry": geom, "properties": props}))
+            feats.append(
+                (key, {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": rings}, "properties": props})
+            )
     feats.sort(key=lambda kf: kf[0])
     return {"type": "FeatureCollection", "features": [f for _, f in feats]}
 
@@ -152,4 +141,3 @@ def write_geojson(path: str | Path, collection: dict) -> None:
         for i, feat in enumerate(collection["features"]):
             fh.write(("," if i else "") + "\n" + json.dumps(feat, separators=(",", ":")))
         fh.write("\n]}\n")
-

@@ -305,7 +305,10 @@ class SamSegmenter(PromptableSegmenter):
     image (not the padding).
 
     Args:
-        image_encoder: SAM ViT (its ``img_size`` sets :attr:`image_size`).
+        image_encoder: SAM's ViT (features from :func:`vit_features`), or any SAM-compatible
+            encoder with an ``img_size`` attribute whose ``forward_features(x)`` returns
+            ``Features`` (e.g. MobileSAM's TinyViT) or whose ``forward(x)`` returns the
+            embedding. Its ``img_size`` sets :attr:`image_size`.
         prompt_encoder: SAM prompt encoder for that image size.
         mask_decoder: SAM mask decoder.
         pixel_mean: RGB mean in ``[0, 255]`` units.
@@ -320,7 +323,7 @@ class SamSegmenter(PromptableSegmenter):
 
     def __init__(
         self,
-        image_encoder: ImageEncoderViT,
+        image_encoder: nn.Module,
         prompt_encoder: PromptEncoder,
         mask_decoder: MaskDecoder,
         pixel_mean: Sequence[float] = SamConfig.pixel_mean,
@@ -378,7 +381,7 @@ class SamSegmenter(PromptableSegmenter):
     def resized_hw(self, height: int, width: int) -> tuple[int, int]:
         """``(h, w)`` of an ``height x width`` image once its longest side is ``image_size``."""
         scale = self.image_size / max(height, width)
-        return int(height * scale + 0.5), int(width * scale + 0.5)
+        return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
     def preprocess(self, images: Tensor) -> Tensor:
         """``[B, 3, H, W]`` RGB in ``[0, 255]`` → normalised, padded ``[B, 3, S, S]``, ``S = image_size``."""
@@ -398,15 +401,24 @@ class SamSegmenter(PromptableSegmenter):
     def encode(self, images: Tensor, context: Tensor | None = None) -> Features:
         """Features of ``[B, 3, H, W]`` images in ``[0, 255]``.
 
-        Returns :func:`vit_features`' ``"embedding"``, ``"early"``, ``"late"`` plus
-        ``"input_hw"`` ``[B, 2]`` long, the ``(H, W)`` of the input, which is all
-        :meth:`decode` needs besides the features (so features can be cached). ``context``
-        is ignored: SAM sees one field of view.
+        Returns :meth:`encoder_features` (for SAM's ViT: ``"embedding"``, ``"early"``,
+        ``"late"``, see :func:`vit_features`) plus ``"input_hw"`` ``[B, 2]`` long, the
+        ``(H, W)`` of the input, which is all :meth:`decode` needs besides the features (so
+        features can be cached). ``context`` is ignored: SAM sees one field of view.
         """
-        features = vit_features(self.image_encoder, self.preprocess(images))
+        features = self.encoder_features(self.preprocess(images))
         b, _, h, w = images.shape
         features["input_hw"] = torch.tensor([[h, w]], dtype=torch.long, device=images.device).repeat(b, 1)
         return features
+
+    def encoder_features(self, x: Tensor) -> Features:
+        """Run the image encoder on preprocessed ``x [B, 3, S, S]``; ``"embedding"`` is always present."""
+        if isinstance(self.image_encoder, ImageEncoderViT):
+            return vit_features(self.image_encoder, x)
+        forward_features = getattr(self.image_encoder, "forward_features", None)
+        if callable(forward_features):
+            return dict(forward_features(x))
+        return {"embedding": self.image_encoder(x)}
 
     def _input_hw(self, features: Features) -> tuple[int, int]:
         hw = features.get("input_hw")
@@ -495,8 +507,10 @@ class SamSegmenter(PromptableSegmenter):
         return Prediction(chosen[:, :, 0], iou.gather(2, best)[..., 0], extras)
 
     def encoder_signature(self) -> str:
-        """``sam:<name>:<image_size>:<digest>``; the digest covers the encoder's names, shapes,
-        dtypes and values and the normalisation constants, so it changes whenever encoder
-        outputs would (cache keys)."""
+        """``sam:<name>:<image_size>:<digest>``, a key for embedding caches.
+
+        The digest covers the encoder's parameter names, shapes, dtypes and values and the
+        normalisation constants, so it changes whenever encoder outputs would.
+        """
         digest = _tensor_digest(self.image_encoder, (self.pixel_mean, self.pixel_std))
         return f"sam:{self.name}:{self.image_size}:{digest}"

@@ -26,6 +26,7 @@ prompt encoder and mask decoder and loads ``mobile_sam.pt`` by path.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -327,7 +328,7 @@ class TinyViT(nn.Module):
             )
         self.img_size = img_size
         self.embed_dims = tuple(embed_dims)
-        self.stride = 4 * int(torch.tensor(list(merge_strides)).prod())
+        self.stride = 4 * math.prod(merge_strides)
         if img_size % self.stride:
             raise TinyViTConfigError(f"img_size={img_size} is not a multiple of the encoder stride {self.stride}")
 

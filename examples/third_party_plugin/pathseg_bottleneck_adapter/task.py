@@ -18,7 +18,7 @@ class AdapterSamTask(SegmentationTask):
     Args:
         backbone: SAM configuration name.
         checkpoint: official SAM checkpoint path (random init without one).
-        image_size: encoder input side (default: the configuration's).
+        encoder_input_size: encoder input side (default: the configuration's).
         bottleneck: hidden width of each adapter.
         **kwargs: shared task options.
     """
@@ -27,7 +27,7 @@ class AdapterSamTask(SegmentationTask):
         self,
         backbone: Literal["tiny", "vit_b", "vit_l", "vit_h"] = "vit_b",
         checkpoint: str | None = None,
-        image_size: int | None = None,
+        encoder_input_size: int | None = None,
         bottleneck: int = 32,
         **kwargs,
     ) -> None:
@@ -36,9 +36,9 @@ class AdapterSamTask(SegmentationTask):
     def configure_models(self) -> PromptableSegmenter:
         """Build SAM, freeze it, add adapters; adapters and the mask decoder train."""
         hp = self.hparams
-        overrides = {} if hp.image_size is None else {"image_size": hp.image_size}
+        overrides = {} if hp.encoder_input_size is None else {"image_size": hp.encoder_input_size}
         model = SamSegmenter.from_config(hp.backbone, checkpoint=hp.checkpoint, **overrides)
-        freeze(model, except_patterns=["mask_decoder."])
+        freeze(model, except_patterns=["mask_decoder.*"])
         blocks = model.image_encoder.blocks
         dim = blocks[0].mlp.lin1.in_features
         # Registered inside the encoder so the task sees a trainable encoder and encodes with grad.

@@ -152,4 +152,6 @@ def open_backend(path: Path, kind: str) -> Backend:
         except Exception as err:  # noqa: BLE001 - both libraries raise their own error types
             reasons.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
     readers = " nor ".join(order)
-    raise SlideFormatError(f"{path} is not a slide that {readers} can read ({'; '.join(reasons)}); is it a slide file and complete?")
+    raise SlideFormatError(
+        f"{path} is not a slide that {readers} can read ({'; '.join(reasons)}); is it a slide file and complete?"
+    )

@@ -25,3 +25,7 @@ class AnnotationError(ValueError):
 
 class NoForegroundError(ValueError):
     """A sampler found no patch with enough tissue within its attempt budget."""
+
+
+class AnnotationNotFoundError(FileNotFoundError):
+    """The annotation file (GeoJSON or label mask) does not exist."""

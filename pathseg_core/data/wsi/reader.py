@@ -25,6 +25,7 @@ import numpy as np
 
 from pathseg_core.data.wsi.backends import Backend, open_backend
 from pathseg_core.data.wsi.errors import MppMissingError, ResolutionError, SlideNotFoundError
+from pathseg_core.data.wsi.frames import PatchFrame
 
 BackendName = Literal["auto", "openslide", "tifffile"]
 
@@ -182,6 +183,20 @@ class SlideReader:
             raise ValueError(f"target mpp must be > 0, got {mpp}")
         return mpp / self.require_mpp()
 
+    def resolve(self, *, mpp: float | None = None, downsample: float | None = None) -> tuple[float, float | None]:
+        """``(downsample, mpp)`` of a request given by ``mpp`` or ``downsample`` (neither: level 0).
+
+        The returned mpp is ``None`` when the slide has no mpp and the request was a downsample.
+        """
+        if mpp is not None and downsample is not None:
+            raise ValueError("give mpp or downsample, not both")
+        if mpp is not None:
+            return self.downsample_for(mpp), float(mpp)
+        downsample = 1.0 if downsample is None else float(downsample)
+        if not downsample > 0:
+            raise ValueError(f"downsample must be > 0, got {downsample}")
+        return downsample, None if self.mpp is None else self.mpp * downsample
+
     def best_level(self, downsample: float) -> int:
         """The coarsest level whose downsample is ≤ ``downsample · (1 + tolerance)``."""
         limit = downsample * (1.0 + self.tolerance)
@@ -203,8 +218,10 @@ class SlideReader:
         """Read a region as ``[h, w, 3]`` uint8 RGB.
 
         Args:
-            x, y: top-left corner in level-0 pixels (may lie outside the slide).
-            w, h: output size in pixels at the requested resolution.
+            x: left edge in level-0 pixels (may lie outside the slide).
+            y: top edge in level-0 pixels.
+            w: output width in pixels at the requested resolution.
+            h: output height in pixels.
             mpp: target microns per pixel (needs the slide's mpp).
             level: read this pyramid level natively (``w, h`` in its pixels).
             downsample: target level-0 pixels per output pixel (no mpp needed).
@@ -256,6 +273,10 @@ class SlideReader:
         if xb > xa and yb > ya:
             out[ya - y : yb - y, xa - x : xb - x] = backend.read(level, xa, ya, xb - xa, yb - ya, self.fill)
         return out
+
+    def read_frame(self, frame: PatchFrame) -> np.ndarray:
+        """``[frame.height, frame.width, 3]`` uint8 RGB pixels of a :class:`PatchFrame`."""
+        return self.read_scaled(frame.x0, frame.y0, frame.width, frame.height, frame.downsample)
 
     def read_thumbnail(self, downsample: float) -> np.ndarray:
         """The whole slide at ``downsample``: ``[ceil(H / ds), ceil(W / ds), 3]`` uint8 RGB."""

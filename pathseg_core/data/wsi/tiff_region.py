@@ -39,8 +39,10 @@ def read_page_region(
 
     Args:
         page: a tiled or stripped page with chunky (interleaved) samples.
-        x, y: top-left corner in the page's pixels; the box must lie inside the page.
-        w, h: box size in pixels (> 0).
+        x: left edge in the page's pixels; the box must lie inside the page.
+        y: top edge in the page's pixels.
+        w: box width in pixels (> 0).
+        h: box height in pixels (> 0).
         lock: serialises seek + read on the shared file handle.
         fill: value for sparse segments (byte count 0) that hold no data.
 
@@ -54,7 +56,9 @@ def read_page_region(
     if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > width or y + h > height:
         raise ValueError(f"box x={x} y={y} w={w} h={h} is not inside the {width}x{height} page")
     if samples > 1 and int(page.planarconfig) != 1:
-        raise SlideFormatError(f"{page.parent.filehandle.path}: planar-separate TIFF pages are not supported; convert to chunky")
+        raise SlideFormatError(
+            f"{page.parent.filehandle.path}: planar-separate TIFF pages are not supported; convert to chunky"
+        )
     if page.is_tiled:
         seg_h, seg_w = int(page.tilelength), int(page.tilewidth)
     else:

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pathseg_core.contracts import PromptableSegmenter
 from pathseg_core.models.adapters import apply_lora, freeze
-from pathseg_core.models.sam import SamSegmenter
+from pathseg_core.models.sam import SAM_VIT_LORA_TARGETS, SamSegmenter
 from pathseg_core.task import SegmentationTask
 
 
@@ -27,7 +27,7 @@ class SamTask(SegmentationTask):
         backbone: SAM configuration (``tiny`` is a random-initialised test size).
         checkpoint: path of an official SAM checkpoint (e.g. ``sam_vit_b_01ec64.pth``);
             without one the model is random-initialised.
-        image_size: encoder input side (default: the configuration's).
+        encoder_input_size: encoder input side (default: the configuration's).
         finetune: which parts train (see the module docstring).
         multimask_output: predict SAM's 3 masks and keep the best-scored one.
         lora_rank: LoRA rank for ``finetune="lora"``.
@@ -40,7 +40,7 @@ class SamTask(SegmentationTask):
         self,
         backbone: Literal["tiny", "vit_b", "vit_l", "vit_h"] = "vit_b",
         checkpoint: str | None = None,
-        image_size: int | None = None,
+        encoder_input_size: int | None = None,
         finetune: Literal["none", "decoder", "lora", "full"] = "decoder",
         multimask_output: bool = False,
         lora_rank: int = 4,
@@ -53,7 +53,7 @@ class SamTask(SegmentationTask):
     def configure_models(self) -> PromptableSegmenter:
         """Build SAM and set what trains."""
         hp = self.hparams
-        overrides = {} if hp.image_size is None else {"image_size": hp.image_size}
+        overrides = {} if hp.encoder_input_size is None else {"image_size": hp.encoder_input_size}
         model = SamSegmenter.from_config(
             hp.backbone, checkpoint=hp.checkpoint, multimask_output=hp.multimask_output, **overrides
         )
@@ -61,8 +61,9 @@ class SamTask(SegmentationTask):
             return model
         freeze(model)
         if hp.finetune == "decoder":
-            freeze(model, except_patterns=["mask_decoder."])
+            freeze(model, except_patterns=["mask_decoder.*"])
         elif hp.finetune == "lora":
-            apply_lora(model.image_encoder, ["qkv", "proj"], r=hp.lora_rank, alpha=hp.lora_alpha, dropout=hp.lora_dropout)
-            freeze(model, except_patterns=["mask_decoder.", "lora_"])
+            apply_lora(model.image_encoder, list(SAM_VIT_LORA_TARGETS), r=hp.lora_rank, alpha=hp.lora_alpha,
+                       dropout=hp.lora_dropout)
+            freeze(model, except_patterns=["mask_decoder.*", "*lora_*"])
         return model

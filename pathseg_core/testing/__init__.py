@@ -1,0 +1,1 @@
+"""Test helpers that ship with pathseg: runtime fixture builders (:mod:`pathseg_core.testing.fixtures`)."""

@@ -1,0 +1,203 @@
+"""Units of ``pathseg segment``'s output side: blending, the pyramidal TIFF, GeoJSON, overlay."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import shapely
+import tifffile
+
+from pathseg_core.data.wsi.annotations import Annotation, parse_features
+from pathseg_core.data.wsi.frames import PatchFrame
+from pathseg_core.data.wsi.raster import rasterize, vectorize
+from pathseg_core.inference.blend import BandAccumulator, BlendError, blend_window, ramp
+from pathseg_core.inference.overlay import ThumbnailSampler, thumbnail_shape
+from pathseg_core.inference.tiff_writer import PyramidalMaskWriter, TiffWriteError, mode_downsample2, pyramid_shapes
+from pathseg_core.inference.vectorize import BandVectorizer, feature_collection, write_geojson
+
+
+def _blobs(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """A class-id mask with blobs of classes 1 and 2, holes and thin lines."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.random(shape).astype(np.float32), (0, 0), 3)
+    mask = (noise > 0.5).astype(np.uint8)
+    mask[noise > 0.53] = 2
+    mask[5, 2:60] = 1  # one-pixel line
+    mask[:, -1] = 2  # touches the right border
+    return mask
+
+
+# ------------------------------------------------------------------ blending
+def test_ramp_hand_values_and_partition_of_unity() -> None:
+    np.testing.assert_allclose(ramp(8, 4), [0.125, 0.375, 0.625, 0.875, 0.875, 0.625, 0.375, 0.125])
+    np.testing.assert_array_equal(ramp(6, 0), np.ones(6))
+    r = ramp(16, 4)
+    # neighbours at stride 12: the 4 shared pixels' weights sum to exactly 1
+    np.testing.assert_allclose(r[12:] + r[:4], np.ones(4))
+    w = blend_window(16, 4)
+    assert w.shape == (16, 16) and w[0, 0] == pytest.approx(0.125**2) and w[8, 8] == 1.0
+    with pytest.raises(BlendError, match="overlap"):
+        ramp(8, 5)
+
+
+def test_accumulator_sum_blends_seamlessly_and_finishes_rows() -> None:
+    size, overlap, stride = 8, 2, 6
+    acc = BandAccumulator(width=14, channels=2)
+    w = blend_window(size, overlap)
+    # two tiles side by side with the same probabilities: the blended sum is w's partition
+    p = np.zeros((2, size, size), np.float32)
+    p[1] = 0.75
+    p[0] = 0.25
+    for x in (0, stride):
+        acc.add(p, 0, x, weight=w)
+    row = acc.data[1, 4]  # an interior row: weight 1 in y
+    np.testing.assert_allclose(row[:14], np.concatenate([ramp(8, 2)[:6], np.ones(2), ramp(8, 2)[2:]]) * 0.75)
+    ids = acc.finish(6)
+    assert ids.shape == (6, 14) and (ids == 1).all()
+    assert acc.top == 6 and acc.data.shape == (2, 2, 14)
+    with pytest.raises(BlendError, match="above the first open row"):
+        acc.add(p, 0, 0)
+    with pytest.raises(BlendError, match="channels"):
+        acc.add(p[:1], 6, 0)
+
+
+def test_accumulator_max_mode_threshold_and_state_roundtrip() -> None:
+    acc = BandAccumulator(width=5, channels=3, reduce="max", background=0.5)
+    mask = np.zeros((1, 2, 3), np.float32)
+    mask[0, :, 1:] = 0.9
+    acc.add(mask, 1, 3, channel=2)  # partly outside on the right
+    weak = np.full((1, 1, 5), 0.4, np.float32)
+    acc.add(weak, 2, 0, channel=1)  # below the threshold: stays background
+    state = acc.state()
+    again = BandAccumulator.from_state(state, 5, 3, "max", 0.5)
+    ids = again.finish(4)
+    expected = np.zeros((4, 5), np.uint8)
+    expected[1:3, 4] = 2
+    np.testing.assert_array_equal(ids, expected)
+    np.testing.assert_array_equal(acc.finish(4), expected)
+    with pytest.raises(BlendError, match="shape"):
+        BandAccumulator.from_state(state, 6, 3)
+
+
+# ------------------------------------------------------------------ pyramid TIFF
+def test_mode_downsample_hand_examples() -> None:
+    a = np.array([[1, 1, 0, 3, 7], [2, 0, 3, 3, 7]], np.uint8)
+    # blocks: {1,1,2,0} → 1; {0,3,3,3} → 3; odd last column repeated {7,7,7,7} → 7
+    np.testing.assert_array_equal(mode_downsample2(a), [[1, 3, 7]])
+    tie = np.array([[1, 2], [2, 1]], np.uint8)
+    assert mode_downsample2(tie)[0, 0] == 2  # ties go to the highest id
+    assert mode_downsample2(np.array([[0, 0], [5, 6]], np.uint8))[0, 0] == 0
+    with pytest.raises(TiffWriteError):
+        mode_downsample2(np.zeros((3, 4), np.uint8))
+    assert pyramid_shapes((1300, 1100), 512) == [(1300, 1100), (650, 550), (325, 275)]
+    assert pyramid_shapes((100, 80), 512) == [(100, 80)]
+
+
+def _reference_levels(mask: np.ndarray, n: int) -> list[np.ndarray]:
+    levels = [mask]
+    for _ in range(n):
+        a = levels[-1]
+        if a.shape[0] % 2:
+            a = np.concatenate([a, a[-1:]])
+        levels.append(mode_downsample2(a))
+    return levels
+
+
+def test_pyramid_writer_streams_chunks_exactly(tmp_path) -> None:
+    import openslide
+
+    mask = _blobs((1100, 700), seed=1)
+    writer = PyramidalMaskWriter(tmp_path / "m.tiff", mask.shape, mpp=0.75, spill_dir=tmp_path / "spill", tile=256)
+    cuts = [0, 37, 300, 301, 555, 1024, 1100]  # irregular chunk heights, like row bands
+    writer.write(mask[a:b] for a, b in zip(cuts, cuts[1:]))
+    ref = _reference_levels(mask, 3)
+    with tifffile.TiffFile(tmp_path / "m.tiff") as tif:
+        levels = tif.series[0].levels
+        assert [lv.shape for lv in levels] == [(1100, 700), (550, 350), (275, 175), (138, 88)]
+        for got, want in zip(levels, ref):
+            np.testing.assert_array_equal(got.asarray(), want)
+        page = tif.pages[0]
+        assert page.compression == 8 and page.is_tiled and page.tilewidth == 256 and page.dtype == np.uint8
+        names = {t.name for t in page.tags}
+        assert "DateTime" not in names and "Software" not in names and "ImageDescription" not in names
+        assert page.tags["ResolutionUnit"].value == 3  # centimetre
+    np.testing.assert_array_equal(writer.level(3), ref[3])
+    with openslide.OpenSlide(str(tmp_path / "m.tiff")) as slide:
+        assert slide.dimensions == (700, 1100)
+        assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(0.75, rel=1e-6)
+        region = np.asarray(slide.read_region((0, 0), 0, (700, 1100)))[..., 0]
+        np.testing.assert_array_equal(region, mask)
+    # the same chunks give the same bytes
+    again = PyramidalMaskWriter(tmp_path / "n.tiff", mask.shape, mpp=0.75, spill_dir=tmp_path / "spill2", tile=256)
+    again.write(iter([mask[:700], mask[700:]]))
+    assert (tmp_path / "m.tiff").read_bytes() == (tmp_path / "n.tiff").read_bytes()
+
+
+def test_pyramid_writer_rejects_wrong_chunks(tmp_path) -> None:
+    w = PyramidalMaskWriter(tmp_path / "a.tiff", (40, 30), 1.0, tmp_path / "s", tile=16)
+    with pytest.raises(TiffWriteError, match="ended after 20 of 40"):
+        w.write(iter([np.zeros((20, 30), np.uint8)]))
+    with pytest.raises(TiffWriteError, match="expected \\[rows, 30\\]"):
+        w.write(iter([np.zeros((20, 31), np.uint8)]))
+    with pytest.raises(TiffWriteError, match="exceed"):
+        w.write(iter([np.zeros((41, 30), np.uint8)]))
+
+
+# ------------------------------------------------------------------ vectorising
+@pytest.mark.parametrize("cuts", [[0, 200], [0, 37, 38, 90, 151, 200], list(range(0, 201, 7)) + [200]])
+def test_band_vectorizer_matches_whole_mask_and_rasterizes_back(cuts) -> None:
+    mask = _blobs((200, 260), seed=2)
+    v = BandVectorizer(num_classes=3)
+    for a, b in zip(cuts, cuts[1:]):
+        v.add_band(mask[a:b])
+    polys = v.polygons()
+    frame = PatchFrame(0.0, 0.0, 1.0, 260, 200)
+    whole = vectorize(mask, frame)
+    for c in (1, 2):
+        want = shapely.unary_union([a.geometry for a in whole if a.class_id == c])
+        got = shapely.unary_union(polys[c])
+        assert got.symmetric_difference(want).area == 0
+        assert len(polys[c]) == len([a for a in whole if a.class_id == c])  # merged across every seam
+    back = rasterize([Annotation(p, class_id=c) for c in polys for p in polys[c]], frame, dtype=np.uint8)
+    np.testing.assert_array_equal(back, mask)
+
+
+def test_feature_collection_is_qupath_shaped_sorted_and_scaled(tmp_path) -> None:
+    mask = np.zeros((10, 12), np.uint8)
+    mask[6:9, 1:4] = 2
+    mask[1:3, 5:11] = 1
+    v = BandVectorizer(3)
+    v.add_band(mask[:5])
+    v.add_band(mask[5:])
+    fc = feature_collection(v.polygons(), ["bg", "a", "b"], [[0, 0, 0], [1, 2, 3], [4, 5, 6]], ds=2.0)
+    assert [f["properties"]["classification"] for f in fc["features"]] == [
+        {"name": "a", "color": [1, 2, 3]},
+        {"name": "b", "color": [4, 5, 6]},
+    ]
+    assert all(f["properties"]["objectType"] == "annotation" for f in fc["features"])
+    a = shapely.geometry.shape(fc["features"][0]["geometry"])
+    # class 1 covers columns 5..10, rows 1..2 → level-0 box 10..22 × 2..6 minus the chamfered corners
+    assert a.bounds == (10.0, 2.0, 22.0, 6.0)
+    assert a.area == pytest.approx(2 * 2 * (12 - 0.5))  # 12 px × ds², each corner loses 1/8 px
+    write_geojson(tmp_path / "x.geojson", fc)
+    text = (tmp_path / "x.geojson").read_text()
+    assert json.loads(text) == fc
+    parsed = parse_features(json.loads(text))
+    assert [p.class_name for p in parsed] == ["a", "b"]
+
+
+# ------------------------------------------------------------------ overlay
+def test_thumbnail_sampler_picks_nearest_rows_band_by_band() -> None:
+    ds, shape = thumbnail_shape((1000, 600), max_side=100)
+    assert ds == 10.0 and shape == (60, 100)
+    mask = np.arange(40 * 50, dtype=np.int64).reshape(40, 50) % 7
+    sampler = ThumbnailSampler((40, 50), (10, 13), scale=4.0)
+    for a, b in [(0, 9), (9, 30), (30, 40)]:
+        sampler.add_band(mask[a:b].astype(np.uint8))
+    rows = np.minimum((np.arange(10) * 4 + 2), 39)
+    cols = np.minimum((np.arange(13) * 4 + 2), 49)
+    np.testing.assert_array_equal(sampler.mask, mask[rows][:, cols])
