@@ -40,10 +40,13 @@ class OverlayImages(Callback):
     def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: object,
                                 batch: SegBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Draw panels from batch 0 on rank 0."""
-        if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero or self.max_images <= 0:
+        if batch_idx != 0 or trainer.sanity_checking or self.max_images <= 0:
+            return
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask, not only rank 0
+        if not trainer.is_global_zero:
             return
         panels = render_panels(pl_module, batch, self.max_images)
-        out_dir = Path(trainer.log_dir or trainer.default_root_dir) / "overlays"
+        out_dir = Path(log_dir or trainer.default_root_dir) / "overlays"
         out_dir.mkdir(parents=True, exist_ok=True)
         for i, img in enumerate(panels):
             Image.fromarray(img).save(out_dir / f"epoch{trainer.current_epoch:03d}_{i}.png")

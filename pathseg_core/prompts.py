@@ -19,6 +19,8 @@ Conventions:
 
 from __future__ import annotations
 
+import zlib
+
 from collections.abc import Sequence
 from typing import Literal
 
@@ -39,7 +41,9 @@ __all__ = [
     "extract_objects",
     "jitter_boxes",
     "noisy_mask_prompt",
+    "sample_key",
     "sample_points",
+    "stack_prompt_samples",
 ]
 
 PromptMode = Literal["box", "points", "mask", "mixed"]
@@ -484,3 +488,46 @@ class PromptSampler:
                 prompts.masks[i, j] = noisy_mask_prompt(  # type: ignore[index]
                     masks[j], self.mask_size, g, self.mask_sigma, band_width=self.mask_band, logit_value=self.mask_logit
                 )
+
+
+def sample_key(source_id: str, x: int, y: int) -> int:
+    """A stable integer naming one image (its source and offset), for per-sample eval seeds."""
+    return zlib.crc32(f"{source_id}|{x}|{y}".encode())
+
+
+def _pad_slots(t: Tensor | None, n: int, fill: float) -> Tensor | None:
+    if t is None or t.shape[1] == n:
+        return t
+    pad = t.new_full((t.shape[0], n - t.shape[1], *t.shape[2:]), fill)
+    return torch.cat([t, pad], dim=1)
+
+
+def stack_prompt_samples(samples: Sequence[tuple[Prompts, Targets]]) -> tuple[Prompts, Targets]:
+    """Concatenate single-image ``(Prompts, Targets)`` pairs into one batch, padding the slots.
+
+    Padded slots have ``valid`` False, point labels -1 and zero boxes / masks / targets.
+    """
+    n = max(p.shape[1] for p, _ in samples)
+
+    def cat(values: list[Tensor | None], fill: float) -> Tensor | None:
+        if values[0] is None:
+            return None
+        return torch.cat([_pad_slots(v, n, fill) for v in values], dim=0)
+
+    ps = [p for p, _ in samples]
+    ts = [t for _, t in samples]
+    prompts = Prompts(
+        boxes=cat([p.boxes for p in ps], 0.0),
+        points=cat([p.points for p in ps], 0.0),
+        point_labels=cat([p.point_labels for p in ps], -1),
+        masks=cat([p.masks for p in ps], 0.0),
+        valid=cat([p.valid for p in ps], False),
+        kind=cat([p.kind for p in ps], 0),
+    )
+    targets = Targets(
+        masks=cat([t.masks for t in ts], 0.0),
+        semantic=torch.cat([t.semantic for t in ts]) if ts[0].semantic is not None else None,
+        class_ids=cat([t.class_ids for t in ts], 0),
+        ignore_index=ts[0].ignore_index,
+    )
+    return prompts, targets

@@ -28,7 +28,7 @@ from torch import Tensor
 from pathseg_core.contracts import IGNORE_INDEX, Prediction, PromptableSegmenter, Prompts, SegBatch, Targets
 from pathseg_core.losses import SegmentationLoss
 from pathseg_core.metrics import build_metrics
-from pathseg_core.prompts import PRESETS, PromptSampler, eval_generator
+from pathseg_core.prompts import PRESETS, PromptSampler, eval_generator, sample_key, stack_prompt_samples
 
 Stage = Literal["train", "val", "test"]
 EvalProtocol = Literal["box", "noisy_box", "points1", "points3", "points5", "points10", "mask"]
@@ -182,13 +182,20 @@ class SegmentationTask(LightningModule):
             return batch.prompts, targets
         if targets is None or targets.semantic is None:
             raise ConfigError("a promptable model needs prompts or label maps to derive them from")
+        labels = targets.semantic.cpu()
         if stage == "train":
-            gen = self._train_generator()
-            sampler = self.train_sampler
+            prompts, obj_targets = self.train_sampler(labels, generator=self._train_generator())
         else:
-            gen = eval_generator(self.hparams.prompt_seed, self._eval_batch_key(batch))
-            sampler = self.eval_sampler
-        prompts, obj_targets = sampler(targets.semantic.cpu(), generator=gen)
+            # One generator per image, keyed by its source and offset: evaluation prompts are
+            # identical whatever the batch size, loader order or number of DDP ranks.
+            meta = batch.meta
+            keys = [sample_key(s, x, y) for s, x, y in zip(meta.source_id, meta.x, meta.y)]
+            if len(keys) != len(labels):
+                keys = list(range(len(labels)))
+            prompts, obj_targets = stack_prompt_samples([
+                self.eval_sampler(labels[i : i + 1], generator=eval_generator(self.hparams.prompt_seed, keys[i]))
+                for i in range(len(labels))
+            ])
         return prompts.to(self.device), obj_targets.to(self.device)
 
     def _train_generator(self) -> torch.Generator:
@@ -196,12 +203,6 @@ class SegmentationTask(LightningModule):
         if getattr(self, "_train_gen", None) is None:
             self._train_gen = torch.Generator().manual_seed(self.hparams.prompt_seed * 1000 + self.global_rank)
         return self._train_gen
-
-    @staticmethod
-    def _eval_batch_key(batch: SegBatch) -> int:
-        """A batch identity independent of loader order and rank, for seeded eval prompts."""
-        key = "|".join(f"{s}:{x}:{y}" for s, x, y in zip(batch.meta.source_id, batch.meta.x, batch.meta.y))
-        return int.from_bytes(key.encode()[-8:].ljust(8, b"\0"), "little") ^ len(key)
 
     @staticmethod
     def upsample(logits: Tensor, size: tuple[int, int]) -> Tensor:
@@ -221,7 +222,8 @@ class SegmentationTask(LightningModule):
         self.update_metrics(stage, logits, prompts, targets)
         bs = len(batch)
         for name, value in losses.items():
-            self.log(f"{stage}_{name}", value, batch_size=bs, prog_bar=name == "loss", sync_dist=stage != "train")
+            key = f"{stage}_loss" if name == "loss" else f"{stage}_loss_{name}"
+            self.log(key, value, batch_size=bs, prog_bar=name == "loss", sync_dist=stage != "train")
         return losses["loss"], pred, prompts, targets
 
     def compute_loss(self, logits: Tensor, pred: Prediction, prompts: Prompts | None, targets: Targets) -> dict:

@@ -34,7 +34,10 @@ def run_pathseg(*args: str, env: dict[str, str] | None = None, timeout: int = 60
 
 
 def find_checkpoint(root: Path) -> Path:
-    """The newest ``.ckpt`` written under ``root``."""
+    """``last.ckpt`` under ``root`` if present, else the newest ``.ckpt``."""
+    last = sorted(root.rglob("last.ckpt"))
+    if last:
+        return last[-1]
     ckpts = sorted(root.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
     assert ckpts, f"no checkpoint under {root}"
     return ckpts[-1]

@@ -82,7 +82,7 @@ class _Crash(RuntimeError):
     pass
 
 
-def test_interrupted_run_resumes_to_identical_outputs(tmp_path, ckpt, monkeypatch) -> None:
+def test_interrupted_run_resumes_to_identical_outputs(tmp_path, ckpt, monkeypatch, capsys) -> None:
     slide = make_small_slide(tmp_path / "small.tif")
     args = [str(slide), "--model", MODEL, "--ckpt", str(ckpt), "--tile-size", "96", "--overlap", "16", "--quiet"]
     assert main([*args, "--out", str(tmp_path / "ref"), "--batch-size", "3"]) == 0
@@ -98,12 +98,17 @@ def test_interrupted_run_resumes_to_identical_outputs(tmp_path, ckpt, monkeypatc
         commit(self, k, ids, carry)
 
     monkeypatch.setattr(journal_module.ResumeJournal, "commit", crash_on_band_3)
+    capsys.readouterr()
     assert main([*args, "--out", str(tmp_path / "run")]) == 1
+    assert "simulated crash" in capsys.readouterr().err
     assert not list((tmp_path / "run").glob("*.partial")) and not (tmp_path / "run" / "small.tiff").exists()
+    assert ResumeJournal(tmp_path / "run" / ".small.work", {}).journal_path.read_text().count('"band"') == 3
     monkeypatch.setattr(journal_module.ResumeJournal, "commit", commit)
     # the state left behind is refused without --resume, and with other settings
     assert main([*args, "--out", str(tmp_path / "run")]) == 1
-    assert main([*args, "--out", str(tmp_path / "run"), "--resume", "--tissue-threshold", "0.5"]) == 1
+    assert "pass --resume to continue it" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "run"), "--resume", "--overlap", "8"]) == 1
+    assert "differs in: settings, units" in capsys.readouterr().err
     # a different batch size is allowed and still gives the same bytes (batches never span bands)
     assert main([*args, "--out", str(tmp_path / "run"), "--resume", "--batch-size", "2"]) == 0
     assert _outputs(tmp_path / "run", "small") == reference
@@ -121,7 +126,7 @@ def test_sigkilled_cli_run_resumes_byte_identical_on_the_real_slide(tmp_path, ck
 
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PATHSEG_TEST_SLEEP_S": "0.4"}
-    cmd = [sys.executable, "-m", "pathseg_core.inference.segment_cli", *args, "--out", str(out), "--batch-size", "4"]
+    cmd = [sys.executable, "-m", "pathseg_core", "segment", *args, "--out", str(out), "--batch-size", "4"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     journal = out / f".{name}.work" / "journal.jsonl"
     deadline = time.monotonic() + 60

@@ -15,7 +15,7 @@ from pathseg_core.data.wsi.raster import rasterize, vectorize
 from pathseg_core.inference.blend import BandAccumulator, BlendError, blend_window, ramp
 from pathseg_core.inference.overlay import ThumbnailSampler, thumbnail_shape
 from pathseg_core.inference.tiff_writer import PyramidalMaskWriter, TiffWriteError, mode_downsample2, pyramid_shapes
-from pathseg_core.inference.vectorize import BandVectorizer, feature_collection, write_geojson
+from pathseg_core.inference.vectorize import BandVectorizer, GeoJSONWriter, region_feature, vectorize_bands
 
 
 def _blobs(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
@@ -151,43 +151,53 @@ def test_pyramid_writer_rejects_wrong_chunks(tmp_path) -> None:
 @pytest.mark.parametrize("cuts", [[0, 200], [0, 37, 38, 90, 151, 200], list(range(0, 201, 7)) + [200]])
 def test_band_vectorizer_matches_whole_mask_and_rasterizes_back(cuts) -> None:
     mask = _blobs((200, 260), seed=2)
-    v = BandVectorizer(num_classes=3)
-    for a, b in zip(cuts, cuts[1:]):
-        v.add_band(mask[a:b])
-    polys = v.polygons()
+    regions = vectorize_bands((mask[a:b] for a, b in zip(cuts, cuts[1:])), num_classes=3)
     frame = PatchFrame(0.0, 0.0, 1.0, 260, 200)
     whole = vectorize(mask, frame)
     for c in (1, 2):
         want = shapely.unary_union([a.geometry for a in whole if a.class_id == c])
-        got = shapely.unary_union(polys[c])
-        assert got.symmetric_difference(want).area == 0
-        assert len(polys[c]) == len([a for a in whole if a.class_id == c])  # merged across every seam
-    back = rasterize([Annotation(p, class_id=c) for c in polys for p in polys[c]], frame, dtype=np.uint8)
+        got = [p for k, p in regions if k == c]
+        assert shapely.unary_union(got).symmetric_difference(want).area == 0
+        assert len(got) == len([a for a in whole if a.class_id == c])  # merged across every seam
+    back = rasterize([Annotation(p, class_id=c) for c, p in regions], frame, dtype=np.uint8)
     np.testing.assert_array_equal(back, mask)
 
 
-def test_feature_collection_is_qupath_shaped_sorted_and_scaled(tmp_path) -> None:
+def test_regions_are_handed_out_as_soon_as_they_close() -> None:
+    mask = np.zeros((9, 8), np.uint8)
+    mask[0:2, 1:3] = 1  # closes with band 0
+    mask[2:7, 5:7] = 2  # spans bands 0..2
+    v = BandVectorizer(3)
+    assert v.add_band(mask[:3]) == []  # band 0 is traced only when band 1 arrives
+    first = v.add_band(mask[3:6])
+    assert [(c, p.bounds) for c, p in first] == [(1, (1.0, 0.0, 3.0, 2.0))]
+    assert v.add_band(mask[6:]) == []  # the class-2 region is still open at row 6
+    assert [(c, p.bounds, p.area) for c, p in v.finish()] == [(2, (5.0, 2.0, 7.0, 7.0), 10.0)]
+
+
+def test_geojson_is_qupath_shaped_and_scaled(tmp_path) -> None:
     mask = np.zeros((10, 12), np.uint8)
     mask[6:9, 1:4] = 2
     mask[1:3, 5:11] = 1
-    v = BandVectorizer(3)
-    v.add_band(mask[:5])
-    v.add_band(mask[5:])
-    fc = feature_collection(v.polygons(), ["bg", "a", "b"], [[0, 0, 0], [1, 2, 3], [4, 5, 6]], ds=2.0)
+    regions = vectorize_bands([mask[:5], mask[5:]], 3)
+    with GeoJSONWriter(tmp_path / "x.geojson", ["bg", "a", "b"], [[0, 0, 0], [1, 2, 3], [4, 5, 6]], ds=2.0) as gj:
+        gj.write(regions)
+    fc = json.loads((tmp_path / "x.geojson").read_text())
+    assert fc["type"] == "FeatureCollection" and gj.count == 2
     assert [f["properties"]["classification"] for f in fc["features"]] == [
         {"name": "a", "color": [1, 2, 3]},
         {"name": "b", "color": [4, 5, 6]},
     ]
     assert all(f["properties"]["objectType"] == "annotation" for f in fc["features"])
     a = shapely.geometry.shape(fc["features"][0]["geometry"])
-    # class 1 covers columns 5..10, rows 1..2 → level-0 box 10..22 × 2..6 minus the chamfered corners
+    # class 1 covers columns 5..10, rows 1..2 → the level-0 box 10..22 × 2..6 (pixel edges × ds)
     assert a.bounds == (10.0, 2.0, 22.0, 6.0)
-    assert a.area == pytest.approx(2 * 2 * (12 - 0.5))  # 12 px × ds², each corner loses 1/8 px
-    write_geojson(tmp_path / "x.geojson", fc)
-    text = (tmp_path / "x.geojson").read_text()
-    assert json.loads(text) == fc
-    parsed = parse_features(json.loads(text))
-    assert [p.class_name for p in parsed] == ["a", "b"]
+    assert a.area == pytest.approx(12 * 2 * 2)
+    assert [p.class_name for p in parse_features(fc)] == ["a", "b"]
+    assert region_feature(regions[0], ["bg", "a", "b"], [[0] * 3] * 3, ds=2.0) == {
+        **fc["features"][0],
+        "properties": {"objectType": "annotation", "classification": {"name": "a", "color": [0, 0, 0]}},
+    }
 
 
 # ------------------------------------------------------------------ overlay

@@ -11,8 +11,9 @@ One slide runs as a pipeline pulled by the TIFF writer:
    :class:`~pathseg_core.inference.blend.BandAccumulator`; the finished rows are argmaxed
    and committed to the journal.
 3. Each finished band flows into the TIFF writer (level 0 + spilled pyramid), the band
-   vectoriser (GeoJSON) and the thumbnail sampler (overlay), so no slide-sized array is
-   ever held in memory.
+   vectoriser (regions go to the GeoJSON file as soon as they close) and the thumbnail
+   sampler (overlay). Memory grows with the slide's *width* (one band of
+   ``tile_size`` rows), never with its area.
 
 Outputs are written as ``<name>.*.partial`` and renamed only when all three are complete;
 on any failure the partial files are removed and earlier outputs stay untouched.
@@ -48,11 +49,13 @@ from pathseg_core.inference.loading import SegmentModel
 from pathseg_core.inference.overlay import ThumbnailSampler, render_overlay, thumbnail_shape, write_png
 from pathseg_core.inference.plan import SlidePlan, SlidePrompt, WorkUnit, plan_grid, plan_prompts
 from pathseg_core.inference.tiff_writer import PyramidalMaskWriter
-from pathseg_core.inference.vectorize import BandVectorizer, feature_collection, write_geojson
+from pathseg_core.inference.vectorize import BandVectorizer, GeoJSONWriter
 from pathseg_core.visualize import palette
 
 #: Version of the band cache format (part of the resume signature).
 CACHE_VERSION = 1
+#: Context field of view / tile field of view when neither the options nor the checkpoint say.
+DEFAULT_CONTEXT_FACTOR = 2.0
 
 
 class OutputExistsError(FileExistsError):
@@ -64,7 +67,10 @@ class OutputFolderError(PermissionError):
 
 
 class DiskFullError(OSError):
-    """The disk filled up while writing outputs."""
+    """The disk filled up while writing outputs (``errno`` is ``ENOSPC``)."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
 
 
 class PromptsRequiredError(ValueError):
@@ -86,7 +92,8 @@ class SegmentOptions:
         mpp: level-0 µm/px of the slide, overriding its metadata.
         tissue_threshold: least tissue fraction of a tile to run it (semantic models).
         precision: ``"32"`` or ``"bf16"`` (autocast).
-        context_factor: field of view of the context patch for models that need one.
+        context_factor: field of view of the context patch / the tile's, for models that
+            need one (``None``: the checkpoint's datamodule's, else 2).
         prompt_margin: context around a prompt, as a fraction of its extent per side.
         prompt_threshold: probability a prompted mask must exceed to paint a pixel.
         default_mpp: working resolution when neither the option nor the checkpoint gives one.
@@ -103,7 +110,7 @@ class SegmentOptions:
     mpp: float | None = None
     tissue_threshold: float = 0.05
     precision: Literal["32", "bf16"] = "32"
-    context_factor: float = 2.0
+    context_factor: float | None = None
     prompt_margin: float = 0.25
     prompt_threshold: float = 0.5
     default_mpp: float = 1.0
@@ -129,7 +136,7 @@ class SegmentOptions:
 
     def band_settings(self) -> dict:
         """The settings that change band contents (compared on resume)."""
-        keys = ("tile_size", "overlap", "precision", "context_factor", "prompt_margin", "prompt_threshold")
+        keys = ("tile_size", "overlap", "precision", "prompt_margin", "prompt_threshold")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -342,7 +349,7 @@ class SlideSegmenter:
             "version": CACHE_VERSION,
             "slide": _file_stat(slide),
             "model": self.model.identity,
-            "settings": self.options.band_settings(),
+            "settings": {**self.options.band_settings(), "context_factor": self._context_factor()},
             "downsample": plan.downsample,
             "out_shape": list(plan.out_shape),
             "classes": names,
@@ -367,6 +374,23 @@ class SlideSegmenter:
         """
         slide = Path(slide)
         reader, plan, names, colors, warnings = self.prepare(slide, prompts)
+        try:
+            return self._segment(slide, reader, plan, names, colors, warnings, Path(out_dir), overwrite, resume)
+        finally:
+            reader.close()
+
+    def _segment(
+        self,
+        slide: Path,
+        reader: SlideReader,
+        plan: SlidePlan,
+        names: list[str],
+        colors: np.ndarray,
+        warnings: list[str],
+        out_dir: Path,
+        overwrite: bool,
+        resume: bool,
+    ) -> SlideResult:
         paths = OutputPaths.for_slide(ensure_writable(out_dir), reader.source_id)
         existing = [p for p in paths.finals() if p.exists()]
         if existing and not (overwrite or resume):
@@ -402,7 +426,6 @@ class SlideSegmenter:
         finally:
             if self.progress is not None:
                 self.progress.finish()
-            reader.close()
         journal.remove()
         return SlideResult(slide, "done", paths, len(plan.units), done, warnings)
 
@@ -423,16 +446,17 @@ class SlideSegmenter:
         vectorizer = BandVectorizer(len(names))
         thumb_ds, thumb_shape = thumbnail_shape(reader.dimensions, opt.overlay_size)
         sampler = ThumbnailSampler(plan.out_shape, thumb_shape, thumb_ds / plan.downsample)
+        geojson = GeoJSONWriter(paths.partial(paths.geojson), names, colors, plan.downsample, opt.ndigits)
 
         def chunks() -> Iterator[np.ndarray]:
             for ids in self._bands(reader, plan, len(names), journal, done):
-                vectorizer.add_band(ids)
+                geojson.write(vectorizer.add_band(ids))
                 sampler.add_band(ids)
                 yield ids
 
-        writer.write(chunks())
-        collection = feature_collection(vectorizer.polygons(), names, colors, plan.downsample, opt.ndigits)
-        write_geojson(paths.partial(paths.geojson), collection)
+        with geojson:
+            writer.write(chunks())
+            geojson.write(vectorizer.finish())
         thumb = reader.read_thumbnail(thumb_ds)
         write_png(paths.partial(paths.overlay), render_overlay(thumb, sampler.mask, colors))
 
@@ -452,7 +476,7 @@ class SlideSegmenter:
         flat = [u for k in sorted(batches) for b in batches[k] for u in b]
         sizes = [len(b) for k in sorted(batches) for b in batches[k]]
         index_batches = np.split(np.arange(len(flat)), np.cumsum(sizes)[:-1]) if sizes else []
-        context = opt.context_factor if self.model.net.needs_context else None
+        context = self._context_factor() if self.model.net.needs_context else None
         loader = DataLoader(
             _UnitDataset(reader, flat, context),
             batch_sampler=[b.tolist() for b in index_batches],
@@ -482,6 +506,9 @@ class SlideSegmenter:
             ids = acc.finish(y1)
             journal.commit(k, ids, acc.state())
             yield ids
+
+    def _context_factor(self) -> float:
+        return self.options.context_factor or self.model.context_factor or DEFAULT_CONTEXT_FACTOR
 
     def _advance(self, n: int) -> None:
         if self.progress is not None and n:

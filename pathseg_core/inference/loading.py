@@ -34,7 +34,8 @@ class SegmentModel:
         net: the :class:`PromptableSegmenter` (in eval mode, on its device).
         class_names: names indexed by class id (0 = background).
         colors: ``[K, 3]`` uint8 RGB per class id.
-        target_mpp: working resolution from the hyper-parameters, or ``None``.
+        target_mpp: working resolution (µm/px) the model was trained at, or ``None``.
+        context_factor: context field of view / patch field of view in training, or ``None``.
         identity: JSON-able description of the weights (for resume signatures).
     """
 
@@ -42,6 +43,7 @@ class SegmentModel:
     class_names: list[str]
     colors: np.ndarray
     target_mpp: float | None = None
+    context_factor: float | None = None
     identity: dict = field(default_factory=dict)
 
     @property
@@ -58,12 +60,16 @@ def _file_identity(path: Path) -> dict:
     return {"path": str(path.resolve()), "size": stat.st_size, "head_sha256": digest.hexdigest()}
 
 
-def model_from_task(task: torch.nn.Module, identity: dict | None = None) -> SegmentModel:
+def model_from_task(
+    task: torch.nn.Module, identity: dict | None = None, data_hparams: dict | None = None
+) -> SegmentModel:
     """Wrap a loaded task (a LightningModule whose ``.model`` is a PromptableSegmenter).
 
     Class names and colours come from the hyper-parameters ``class_names`` /
     ``class_colors`` (defaults: ``class_<i>``, or ``background`` / ``object`` for a
-    promptable model without names, and the default palette).
+    promptable model without names, and the default palette). The working resolution is
+    the task's ``target_mpp`` / ``mpp``, else the datamodule's ``mpp`` (``data_hparams``,
+    as Lightning stores them in the checkpoint); the context factor the datamodule's.
     """
     net = getattr(task, "model", None)
     if not isinstance(net, PromptableSegmenter):
@@ -82,9 +88,11 @@ def model_from_task(task: torch.nn.Module, identity: dict | None = None) -> Segm
     colors = palette(len(names), hp.get("class_colors"))
     if len(colors) < len(names):
         colors = np.concatenate([colors, palette(len(names), None)[len(colors) :]])
-    mpp = next((float(hp[k]) for k in MPP_HPARAMS if hp.get(k)), None)
+    data = dict(data_hparams or {})
+    mpp = next((float(v[k]) for v in (hp, data) for k in MPP_HPARAMS if v.get(k)), None)
+    context = float(data["context_factor"]) if data.get("context_factor") else None
     ident = {"class": f"{type(task).__module__}.{type(task).__qualname__}", **(identity or {})}
-    return SegmentModel(net.eval(), names, colors, mpp, ident)
+    return SegmentModel(net.eval(), names, colors, mpp, context, ident)
 
 
 def load_segment_model(model: str, ckpt: str | Path, device: torch.device | str = "cpu") -> SegmentModel:
@@ -126,4 +134,5 @@ def load_segment_model(model: str, ckpt: str | Path, device: torch.device | str 
             f"checkpoint {path} does not fit --model {model} ({wanted}): {reason[:200]}; "
             f"pass the model it was trained with"
         ) from None
-    return model_from_task(task.to(device), {"ckpt": _file_identity(path)})
+    data = raw.get("datamodule_hyper_parameters") or {}
+    return model_from_task(task.to(device), {"ckpt": _file_identity(path)}, data if isinstance(data, dict) else {})

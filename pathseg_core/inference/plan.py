@@ -108,6 +108,7 @@ class SlidePlan:
     n_bands: int
     units: list[WorkUnit] = field(default_factory=list)
     tissue_fraction: float = 1.0
+    _by_band: dict[int, list[WorkUnit]] | None = field(default=None, init=False, repr=False)
 
     def band_rows(self, k: int) -> tuple[int, int]:
         """Output rows ``[start, stop)`` that are final once band ``k`` is done."""
@@ -117,7 +118,11 @@ class SlidePlan:
 
     def units_of(self, k: int) -> list[WorkUnit]:
         """Units of band ``k`` in run order."""
-        return [u for u in self.units if u.band == k]
+        if self._by_band is None:
+            self._by_band = {}
+            for unit in self.units:
+                self._by_band.setdefault(unit.band, []).append(unit)
+        return self._by_band.get(k, [])
 
 
 def output_geometry(reader: SlideReader, target_mpp: float) -> tuple[float, tuple[int, int]]:

@@ -94,17 +94,11 @@ def resolve_device(name: str) -> object:
     return device
 
 
-def prompts_for(slide: Path, prompts: Path | None, n_slides: int) -> Path | None:
+def prompts_for(slide: Path, prompts: Path | None) -> Path | None:
     """The prompt file of ``slide``: ``--prompts`` itself, or ``<folder>/<slide stem>.geojson``."""
     if prompts is None:
         return None
-    if prompts.is_dir():
-        return prompts / f"{slide.stem}.geojson"
-    if n_slides > 1:
-        raise ValueError(
-            f"--prompts {prompts} is one file but {n_slides} slides were given; pass a folder of <slide>.geojson"
-        )
-    return prompts
+    return prompts / f"{slide.stem}.geojson" if prompts.is_dir() else prompts
 
 
 class RichProgress:
@@ -147,8 +141,11 @@ class RichProgress:
             self.progress.update(self.task, rate=f"{speed:.1f} tiles/s" if speed else "")
 
     def finish(self) -> None:
-        """Stop drawing (bars stay visible)."""
+        """Stop drawing; the finished bar stays on screen, the next slide gets a fresh one."""
         self.progress.stop()
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"several slides are named {', '.join(dupes)}; their outputs would collide in {args.out}")
+        if args.prompts is not None and not args.prompts.is_dir() and len(args.slides) > 1:
+            raise ValueError(
+                f"--prompts {args.prompts} is one file but {len(args.slides)} slides were given; "
+                f"pass a folder of <slide>.geojson"
+            )
         ensure_writable(args.out)
         device = resolve_device(args.device)
         model = load_segment_model(args.model, args.ckpt, device)
@@ -192,13 +194,14 @@ def main(argv: list[str] | None = None) -> int:
             result = segmenter.segment(
                 slide,
                 args.out,
-                prompts=prompts_for(slide, args.prompts, len(args.slides)),
+                prompts=prompts_for(slide, args.prompts),
                 overwrite=args.overwrite,
                 resume=args.resume,
             )
         except Exception as exc:  # noqa: BLE001 - one slide's failure must not stop the others
             failed += 1
-            _error(f"{slide}: {_describe(exc)}")
+            message = _describe(exc)
+            _error(message if str(slide) in message else f"{slide}: {message}")
             continue
         for warning in result.warnings:
             _warn(warning)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pathseg_core.contracts import PromptableSegmenter
-from pathseg_core.models.adapters import freeze
+from pathseg_core.models.finetune import configure_finetuning
 from pathseg_core.models.sam import SamSegmenter
 from pathseg_core.task import SegmentationTask
 
@@ -38,7 +38,7 @@ class AdapterSamTask(SegmentationTask):
         hp = self.hparams
         overrides = {} if hp.encoder_input_size is None else {"image_size": hp.encoder_input_size}
         model = SamSegmenter.from_config(hp.backbone, checkpoint=hp.checkpoint, **overrides)
-        freeze(model, except_patterns=["mask_decoder.*"])
+        configure_finetuning(model, "decoder", train_iou_head=hp.iou_weight > 0)
         blocks = model.image_encoder.blocks
         dim = blocks[0].mlp.lin1.in_features
         # Registered inside the encoder so the task sees a trainable encoder and encodes with grad.

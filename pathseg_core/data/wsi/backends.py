@@ -47,7 +47,14 @@ def composite_alpha(rgba: np.ndarray, fill: int) -> np.ndarray:
 
 
 class OpenSlideBackend:
-    """Aperio SVS, Hamamatsu NDPI, MIRAX, generic tiled TIFF … through OpenSlide."""
+    """Aperio SVS, Hamamatsu NDPI, MIRAX, generic tiled TIFF … through OpenSlide.
+
+    OpenSlide addresses every level in level-0 coordinates divided by its *estimated*
+    downsample (the mean ratio of level sizes). When a level's size is not an exact
+    fraction of level 0 (odd sizes halved), a whole level pixel maps to a fractional
+    position and OpenSlide resamples the region by up to ``1 / (2·ds)`` of a level pixel.
+    The tifffile backend reads exact level pixels of TIFF-based files.
+    """
 
     name = "openslide"
 
@@ -151,7 +158,5 @@ def open_backend(path: Path, kind: str) -> Backend:
             reasons.append(f"{name}: {str(err).removeprefix(f'{path}: ')}")
         except Exception as err:  # noqa: BLE001 - both libraries raise their own error types
             reasons.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-    readers = " nor ".join(order)
-    raise SlideFormatError(
-        f"{path} is not a slide that {readers} can read ({'; '.join(reasons)}); is it a slide file and complete?"
-    )
+    who = f"neither {' nor '.join(order)} can" if len(order) > 1 else f"{order[0]} cannot"
+    raise SlideFormatError(f"{path}: {who} read it ({'; '.join(reasons)}); is it a complete slide file?")

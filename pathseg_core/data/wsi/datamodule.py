@@ -55,8 +55,8 @@ def split_slides(
     """Indices of ``slides`` per split: named members (path or stem), else seeded fractions.
 
     Raises:
-        SplitError: a named slide is not in ``slides``, a slide is named twice, or the
-            fractions leave no training slide.
+        SplitError: a named slide is not in ``slides``, a slide is named for two splits, or
+            there are fewer slides than splits with a positive share.
     """
     keys = {}
     for i, s in enumerate(slides):
@@ -74,21 +74,14 @@ def split_slides(
         held = set(chosen["val"]) | set(chosen["test"])
         chosen["train"] = [i for i in range(len(slides)) if i not in held]
         return chosen
-    counts = proportional_counts(
-        len(slides), {"train": 1 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
-    )
-    for name, fraction in (("val", val_fraction), ("test", test_fraction)):
-        if fraction > 0 and counts[name] == 0:
-            counts[name], counts["train"] = 1, counts["train"] - 1
-    if counts["train"] < 1:
-        raise SplitError(
-            f"{len(slides)} slide(s) cannot give a training split and the held-out fractions; add slides or lower the fractions"
-        )
+    shares = {"train": 1 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+    # Every split with a positive share gets at least one slide (SplitError if too few slides).
+    counts = proportional_counts(len(slides), {k: f for k, f in shares.items() if f > 0})
     order = np.random.default_rng(seed).permutation(len(slides)).tolist()
     out, start = {}, 0
     for name in _SPLITS:
-        out[name] = sorted(order[start : start + counts[name]])
-        start += counts[name]
+        out[name] = sorted(order[start : start + counts.get(name, 0)])
+        start += counts.get(name, 0)
     return out
 
 

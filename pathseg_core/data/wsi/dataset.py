@@ -147,6 +147,8 @@ class WSIPatchDataset(Dataset):
         reader = source.reader
         if self.sampling == "concentric":
             frame, context_frame = self.concentric[slide].frames(*frame.centre)
+        else:
+            frame = reader.snap_frame(frame)  # labels computed from the frame line up with the pixels
         image, labels = _tensors(reader.read_frame(frame), source.labels.read(frame))
         if self.augment is not None:
             image, labels = self.augment(image, labels, sample_generator(self.seed, epoch, index, stream=2))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class GeoJSONLabels:
         slide_size: tuple[int, int] | None = None,
         code_names: Mapping[int, str] | None = None,
         unannotated: int | None = None,
-        on_unknown_class: str = "error",
+        on_unknown_class: Literal["error", "skip"] = "error",
     ) -> None:
         self.class_map = class_map
         self.use_codes = code_names is not None
@@ -80,10 +80,7 @@ class GeoJSONLabels:
         else:
             name_to_value = {name: i for i, name in enumerate(class_map.names)}
         annotations = read_geojson(
-            path,
-            class_map=name_to_value,
-            slide_size=slide_size,
-            on_unknown_class=on_unknown_class,  # type: ignore[arg-type]
+            path, class_map=name_to_value, slide_size=slide_size, on_unknown_class=on_unknown_class
         )
         self.index = AnnotationIndex([a for a in annotations if a.is_area])
         self.unannotated = unannotated

@@ -2,7 +2,8 @@
 
 * :func:`rasterize` paints area annotations into a ``[h, w]`` label patch at the patch's
   own resolution: a pixel takes a polygon's value when its centre lies inside it (holes
-  excluded); later annotations paint over earlier ones.
+  excluded; see :func:`fill_rings` for centres on an edge); later annotations paint over
+  earlier ones.
 * :func:`vectorize` is the inverse for label masks: per class, per 4-connected
   component, marching squares at level 0.5 gives the outer ring and the holes. Its rings
   run between pixel centres, so ``rasterize(vectorize(mask)) == mask`` exactly.
@@ -32,6 +33,9 @@ def _polygons(annotation: Annotation) -> list[Polygon]:
 
 def fill_rings(rings: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     """``[h, w]`` bool: pixels whose centres lie inside ``rings`` under the even-odd rule.
+
+    Centres exactly on an edge count as inside on left / top edges and outside on right /
+    bottom ones, as nearest-neighbour sampling of a label mask does.
 
     Args:
         rings: closed rings as ``[K, 2]`` patch ``xy`` (an exterior and its holes: even-odd
@@ -65,8 +69,9 @@ def fill_rings(rings: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarra
     rows, xs = rows[order], xs[order]
     # Rows of pixels above / below the patch were clipped away whole, so every row keeps an even count.
     starts, stops, span_rows = xs[0::2], xs[1::2], rows[0::2]
-    # Columns c with starts < c + 0.5 < stops.
-    c_start = np.clip(np.floor(starts + 0.5).astype(np.int64), 0, w)
+    # Columns c with starts <= c + 0.5 < stops (half-open like the rows, so a centre on a
+    # shared edge belongs to exactly one of the two polygons: the one right of / below it).
+    c_start = np.clip(np.ceil(starts - 0.5).astype(np.int64), 0, w)
     c_stop = np.clip(np.ceil(stops - 0.5).astype(np.int64), 0, w)
     keep = c_stop > c_start
     diff = np.zeros((h, w + 1), dtype=np.int32)
@@ -157,14 +162,39 @@ def vectorize(
     return annotations
 
 
+def staircase(ring: np.ndarray) -> np.ndarray:
+    """Turn a marching-squares ring (patch ``xy``) into the pixel-edge ring it approximates.
+
+    At level 0.5 on a binary image, marching squares puts vertices on pixel edges: on a
+    vertical edge (``x`` whole, ``y`` half) or a horizontal one (``x`` half, ``y`` whole),
+    and cuts each corner with a diagonal. The exact pixel boundary goes through the pixel
+    corner instead: ``x`` of the vertical-edge vertex, ``y`` of the horizontal-edge one.
+    Collinear vertices are dropped.
+    """
+    ring = np.asarray(ring, dtype=np.float64)
+    if len(ring) > 1 and np.allclose(ring[0], ring[-1]):
+        ring = ring[:-1]  # drop the closing duplicate; rings are closed implicitly
+    nxt = np.roll(ring, -1, axis=0)
+    diagonal = (np.abs(ring[:, 0] - nxt[:, 0]) > 1e-9) & (np.abs(ring[:, 1] - nxt[:, 1]) > 1e-9)
+    on_vertical = np.abs(ring[:, 0] - np.round(ring[:, 0])) < 1e-6
+    corner = np.where(on_vertical[:, None], np.stack([ring[:, 0], nxt[:, 1]], 1), np.stack([nxt[:, 0], ring[:, 1]], 1))
+    out = np.empty((2 * len(ring), 2))
+    out[0::2], out[1::2] = ring, corner
+    out = out[np.stack([np.ones_like(diagonal), diagonal], axis=1).ravel()]  # corners only after diagonals
+    # Keep only direction changes.
+    prev, nxt = np.roll(out, 1, axis=0), np.roll(out, -1, axis=0)
+    cross = (out[:, 0] - prev[:, 0]) * (nxt[:, 1] - out[:, 1]) - (out[:, 1] - prev[:, 1]) * (nxt[:, 0] - out[:, 0])
+    return out[np.abs(cross) > 1e-9]
+
+
 def _component_polygon(components: np.ndarray, region: object, frame: PatchFrame, simplify_px: float) -> Polygon:
-    """Outer ring and holes of one component, as a level-0 polygon."""
+    """Outer ring and holes of one component along pixel edges, as a level-0 polygon."""
     r0, c0, r1, c1 = region.bbox  # type: ignore[attr-defined]
     crop = np.pad(components[r0:r1, c0:c1] == region.label, 1).astype(np.float32)  # type: ignore[attr-defined]
     # Low values 8-connected, high values 4-connected: matches connectivity=1 components.
     contours = measure.find_contours(crop, 0.5, fully_connected="low")
     # (row, col) in the padded crop → patch xy with pixel centres at +0.5.
-    rings = [np.stack([c[:, 1] - 1 + c0 + 0.5, c[:, 0] - 1 + r0 + 0.5], axis=1) for c in contours]
+    rings = [staircase(np.stack([c[:, 1] - 1 + c0 + 0.5, c[:, 0] - 1 + r0 + 0.5], axis=1)) for c in contours]
     rings.sort(key=lambda ring: -abs(shapely.area(Polygon(ring))))
     level0 = [frame.to_level0(ring) for ring in rings]
     polygon = Polygon(level0[0], level0[1:])

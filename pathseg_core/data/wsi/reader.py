@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -274,8 +274,19 @@ class SlideReader:
             out[ya - y : yb - y, xa - x : xb - x] = backend.read(level, xa, ya, xb - xa, yb - ya, self.fill)
         return out
 
+    def snap_frame(self, frame: PatchFrame) -> PatchFrame:
+        """``frame`` moved onto the pixel grid of the level :meth:`read_frame` will read.
+
+        The reader starts every read at a whole pixel of the chosen level, so a corner
+        between grid points is rounded (by up to half a level pixel). Snapping first makes
+        the frame say exactly where the pixels come from, so labels or prompts computed
+        from it line up with the image.
+        """
+        level_ds = self.level_downsamples[self.best_level(frame.downsample)]
+        return replace(frame, x0=round(frame.x0 / level_ds) * level_ds, y0=round(frame.y0 / level_ds) * level_ds)
+
     def read_frame(self, frame: PatchFrame) -> np.ndarray:
-        """``[frame.height, frame.width, 3]`` uint8 RGB pixels of a :class:`PatchFrame`."""
+        """``[frame.height, frame.width, 3]`` uint8 RGB pixels of a :class:`PatchFrame` (see :meth:`snap_frame`)."""
         return self.read_scaled(frame.x0, frame.y0, frame.width, frame.height, frame.downsample)
 
     def read_thumbnail(self, downsample: float) -> np.ndarray:

@@ -77,15 +77,16 @@ class ConcentricSampler:
         self.downsample, self.mpp = reader.resolve(mpp=mpp, downsample=downsample)
 
     def frames(self, cx: float, cy: float) -> tuple[PatchFrame, PatchFrame]:
-        """HR and context frames centred on level-0 ``(cx, cy)``.
+        """HR and context frames centred on level-0 ``(cx, cy)``, snapped to the pixel grids they are read from.
 
-        The HR corner is snapped to whole level-0 pixels; the context frame is centred on
-        the snapped HR centre, so both share exactly one centre.
+        The context frame is snapped to its level's grid (:meth:`SlideReader.snap_frame`)
+        and the HR frame is centred on the snapped context centre. For power-of-two sizes
+        and pyramids that HR frame is on its own grid already; otherwise it is snapped as
+        well, which moves the two centres apart by under half an HR level pixel (the frames
+        still record exactly where each patch is).
         """
-        half = self.size * self.downsample / 2.0
-        hr = PatchFrame(float(round(cx - half)), float(round(cy - half)), self.downsample, self.size, self.size)
-        hx, hy = hr.centre
-        lr = PatchFrame.centred(hx, hy, self.downsample * self.factor, self.size, self.size)
+        lr = self.reader.snap_frame(PatchFrame.centred(cx, cy, self.downsample * self.factor, self.size, self.size))
+        hr = self.reader.snap_frame(PatchFrame.centred(*lr.centre, self.downsample, self.size, self.size))
         return hr, lr
 
     def read(self, cx: float, cy: float) -> ConcentricPatch:

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pathseg_core.contracts import PromptableSegmenter
-from pathseg_core.models.adapters import apply_lora, freeze
-from pathseg_core.models.sam import SAM_VIT_LORA_TARGETS, SamSegmenter
+from pathseg_core.models.finetune import Finetune, configure_finetuning
+from pathseg_core.models.sam import SamSegmenter
 from pathseg_core.task import SegmentationTask
 
 
@@ -41,7 +41,7 @@ class SamTask(SegmentationTask):
         backbone: Literal["tiny", "vit_b", "vit_l", "vit_h"] = "vit_b",
         checkpoint: str | None = None,
         encoder_input_size: int | None = None,
-        finetune: Literal["none", "decoder", "lora", "full"] = "decoder",
+        finetune: Finetune = "decoder",
         multimask_output: bool = False,
         lora_rank: int = 4,
         lora_alpha: float = 8.0,
@@ -51,19 +51,13 @@ class SamTask(SegmentationTask):
         super().__init__(**kwargs)
 
     def configure_models(self) -> PromptableSegmenter:
-        """Build SAM and set what trains."""
+        """Build SAM and set what trains (the IoU head only when ``iou_weight > 0``)."""
         hp = self.hparams
         overrides = {} if hp.encoder_input_size is None else {"image_size": hp.encoder_input_size}
         model = SamSegmenter.from_config(
             hp.backbone, checkpoint=hp.checkpoint, multimask_output=hp.multimask_output, **overrides
         )
-        if hp.finetune == "full":
-            return model
-        freeze(model)
-        if hp.finetune == "decoder":
-            freeze(model, except_patterns=["mask_decoder.*"])
-        elif hp.finetune == "lora":
-            apply_lora(model.image_encoder, list(SAM_VIT_LORA_TARGETS), r=hp.lora_rank, alpha=hp.lora_alpha,
-                       dropout=hp.lora_dropout)
-            freeze(model, except_patterns=["mask_decoder.*", "*lora_*"])
-        return model
+        return configure_finetuning(
+            model, hp.finetune, train_iou_head=hp.iou_weight > 0,
+            lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout,
+        )
