@@ -1,5 +1,7 @@
-"""The ``pathseg`` command: LightningCLI for fit / validate / test / predict, plus
-``pathseg plugins list|doctor`` and ``pathseg segment``.
+"""The ``pathseg`` command: LightningCLI subcommands plus ``plugins`` and ``segment``.
+
+``fit | validate | test | predict`` are LightningCLI; ``pathseg plugins list|doctor`` and
+``pathseg segment`` are pathseg's own.
 
 ``--model NAME`` with a registered short name is rewritten to the plugin's task class
 path before LightningCLI parses, importing only that plugin; full class paths work as

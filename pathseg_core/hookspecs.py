@@ -9,7 +9,8 @@ fewer arguments than a spec, so specs can grow without breaking plugins.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import pluggy
 
@@ -29,6 +30,10 @@ class ModelSpec:
         summary: one line for ``pathseg plugins list``.
         paper: citation of the method, if any.
         configs: names of example YAML configs the plugin ships (informational).
+        tiny: task keyword arguments for a tiny random-initialised configuration that runs
+            a few CPU steps in seconds; the conformance suite
+            (:mod:`pathseg_core.testing.conformance`) trains, checkpoints and reloads every
+            registered model with it.
     """
 
     name: str
@@ -36,6 +41,7 @@ class ModelSpec:
     summary: str = ""
     paper: str = ""
     configs: tuple[str, ...] = ()
+    tiny: dict[str, Any] = field(default_factory=dict)
 
 
 class PathsegHookSpecs:

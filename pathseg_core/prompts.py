@@ -20,7 +20,6 @@ Conventions:
 from __future__ import annotations
 
 import zlib
-
 from collections.abc import Sequence
 from typing import Literal
 

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Default class colours (RGB); class 0 (background) is never drawn.
-DEFAULT_PALETTE: list[tuple[int, int, int]] = [
-    (0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128),
-]
+from pathseg_core.data.class_map import DEFAULT_PALETTE
 
 
 def palette(num_classes: int, colors: list[list[int]] | None = None) -> np.ndarray:
@@ -27,6 +23,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, colors: np.ndarray, alpha: fl
         labels: ``[H, W]`` integer class ids; 0 and ``ignore_index`` stay unpainted.
         colors: ``[K, 3]`` uint8 colours indexed by class id.
         alpha: opacity of the colour.
+        ignore_index: label value left unpainted.
     """
     out = image.astype(np.float32).copy()
     paint = (labels > 0) & (labels != ignore_index) & (labels < len(colors))

@@ -28,6 +28,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch.utils.data import DataLoader, Dataset
 
 from pathseg_core.data.augment import Augment
+from pathseg_core.data.class_info import ClassInfoMixin
 from pathseg_core.data.class_map import ClassMap, load_class_map
 from pathseg_core.data.collate import collate_segbatch
 from pathseg_core.data.mosaic import MosaicError, crop_regions, stitch_tiles
@@ -171,7 +172,7 @@ def _resize(image: torch.Tensor, labels: torch.Tensor | None, size: int) -> tupl
 SPLITS = ("train", "val", "test")
 
 
-class PatchFolderDataModule(pl.LightningDataModule):
+class PatchFolderDataModule(ClassInfoMixin, pl.LightningDataModule):
     r"""Image/mask folders → leak-free train / val / test splits → :class:`SegBatch` batches.
 
     Args:
@@ -256,27 +257,6 @@ class PatchFolderDataModule(pl.LightningDataModule):
         self.dropped: list[str] = []  # stems left out as guard band by a spatial split
         self._sources: dict[str, list[Source]] | None = None
         self.datasets: dict[str, PatchFolderDataset] = {}
-
-    # -------------------------------------------------------------- class info
-    @property
-    def num_classes(self) -> int:
-        """Number of target classes."""
-        return self.class_map.num_classes
-
-    @property
-    def class_names(self) -> list[str]:
-        """Class names, id order."""
-        return list(self.class_map.names)
-
-    @property
-    def class_colors(self) -> list[tuple[int, int, int]]:
-        """One RGB colour per class, id order."""
-        return list(self.class_map.colors)
-
-    @property
-    def ignore_index(self) -> int:
-        """Label value skipped by losses and metrics."""
-        return self.class_map.ignore_index
 
     # -------------------------------------------------------------- splits
     @property

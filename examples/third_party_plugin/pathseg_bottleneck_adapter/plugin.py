@@ -14,5 +14,6 @@ def pathseg_register_models() -> list[ModelSpec]:
             task="pathseg_bottleneck_adapter.task.AdapterSamTask",
             summary="SAM with residual bottleneck adapters beside each frozen ViT block's MLP",
             paper="Houlsby et al., Parameter-Efficient Transfer Learning for NLP, ICML 2019",
+            tiny={"backbone": "tiny", "bottleneck": 8},
         )
     ]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pathseg_bottleneck_adapter.adapter import attach_adapters
 from pathseg_core.contracts import PromptableSegmenter
 from pathseg_core.models.finetune import configure_finetuning
 from pathseg_core.models.sam import SamSegmenter
 from pathseg_core.task import SegmentationTask
-
-from pathseg_bottleneck_adapter.adapter import attach_adapters
 
 
 class AdapterSamTask(SegmentationTask):

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from pathseg_core.contracts import SegBatch, Targets
 from pathseg_core.data.augment import Augment
+from pathseg_core.data.class_info import ClassInfoMixin
 from pathseg_core.data.class_map import load_class_map
 from pathseg_core.data.collate import collate_segbatch
 from pathseg_core.data.sampling import EpochSampler
@@ -85,7 +86,7 @@ def split_slides(
     return out
 
 
-class WSIPatchDataModule(pl.LightningDataModule):
+class WSIPatchDataModule(ClassInfoMixin, pl.LightningDataModule):
     """Slides + annotations → slide-level splits → :class:`SegBatch` batches of patches.
 
     Args:
@@ -170,27 +171,6 @@ class WSIPatchDataModule(pl.LightningDataModule):
         )
         self._sources: dict[int, SlideSource] = {}
         self.datasets: dict[str, WSIPatchDataset] = {}
-
-    # -------------------------------------------------------------- class info
-    @property
-    def num_classes(self) -> int:
-        """Number of target classes."""
-        return self.class_map.num_classes
-
-    @property
-    def class_names(self) -> list[str]:
-        """Class names, id order."""
-        return list(self.class_map.names)
-
-    @property
-    def class_colors(self) -> list[tuple[int, int, int]]:
-        """One RGB colour per class, id order."""
-        return list(self.class_map.palette)
-
-    @property
-    def ignore_index(self) -> int:
-        """Label value skipped by losses and metrics."""
-        return self.class_map.ignore_index
 
     # -------------------------------------------------------------- sources
     def annotation_path(self, i: int) -> Path:

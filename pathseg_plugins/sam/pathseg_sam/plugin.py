@@ -15,5 +15,6 @@ def pathseg_register_models() -> list[ModelSpec]:
             summary="SAM baseline: zero-shot (finetune=none), SAM* (decoder), LoRA or full fine-tuning",
             paper="Kirillov et al., Segment Anything, ICCV 2023",
             configs=("sam_ocdc_tiny.yaml",),
+            tiny={"backbone": "tiny", "finetune": "full"},
         )
     ]
