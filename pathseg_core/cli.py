@@ -59,7 +59,19 @@ def build_cli(args: Sequence[str] | None, run: bool = True) -> object:
     # We always pass the (rewritten) argv explicitly; Lightning warns about that by default.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
 
-    return LightningCLI(
+    class PathsegCLI(LightningCLI):
+        """LightningCLI whose default rich progress bar steps aside for ``--trainer.enable_progress_bar false``."""
+
+        def instantiate_trainer(self, **kwargs: object) -> object:  # noqa: D102
+            trainer_cfg = self._get(self.config_init, "trainer", default={}) or {}
+            if trainer_cfg.get("enable_progress_bar") is False:
+                self.trainer_defaults = {
+                    **self.trainer_defaults,
+                    "callbacks": [c for c in self.trainer_defaults["callbacks"] if not isinstance(c, RichProgressBar)],
+                }
+            return super().instantiate_trainer(**kwargs)
+
+    return PathsegCLI(
         SegmentationTask,
         LightningDataModule,
         subclass_mode_model=True,
