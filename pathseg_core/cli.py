@@ -27,16 +27,34 @@ Run `pathseg fit --help` (or validate/test/predict/segment) for all options."""
 
 
 def rewrite_model_argument(argv: list[str]) -> list[str]:
-    """Replace a registered short name after ``--model`` by its task class path."""
+    """Resolve ``--model NAME`` to its task class path and let it win over ``-c`` configs.
+
+    ``pathseg fit --model wsisam -c config.yaml`` means "wsisam, configured by that file", so
+    the ``--model`` pair moves after the last config file; jsonargparse then keeps the
+    config's ``init_args`` that the chosen class accepts.
+    """
     from pathseg_core.plugins import registry
 
     out = list(argv)
+    model: list[str] = []
     for i, arg in enumerate(out):
         if arg == "--model" and i + 1 < len(out):
-            out[i + 1] = _resolve(out[i + 1], registry())
-        elif arg.startswith("--model="):
-            out[i] = "--model=" + _resolve(arg.split("=", 1)[1], registry())
-    return out
+            model = ["--model", _resolve(out[i + 1], registry())]
+            del out[i : i + 2]
+            break
+        if arg.startswith("--model="):
+            model = ["--model=" + _resolve(arg.split("=", 1)[1], registry())]
+            del out[i]
+            break
+    if not model:
+        return out
+    insert_at = 1 if out and not out[0].startswith("-") else 0
+    for i, arg in enumerate(out):
+        if arg in ("-c", "--config") and i + 1 < len(out):
+            insert_at = i + 2
+        elif arg.startswith("--config="):
+            insert_at = i + 1
+    return out[:insert_at] + model + out[insert_at:]
 
 
 def _resolve(value: str, reg: object) -> str:

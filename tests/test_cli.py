@@ -44,6 +44,9 @@ def test_short_name_and_full_class_path_are_equivalent(tmp_path):
     assert rewrite_model_argument(["fit", "--model=sam"]) == ["fit", "--model=pathseg_sam.task.SamTask"]
     full = ["fit", "--model", "pathseg_sam.task.SamTask"]
     assert rewrite_model_argument(full) == full
+    # the named model wins over the class in a config file: --model moves after -c
+    assert rewrite_model_argument(["fit", "--model", "sam", "-c", "a.yaml", "--model.lr", "1"]) == [
+        "fit", "-c", "a.yaml", "--model", "pathseg_sam.task.SamTask", "--model.lr", "1"]
 
 
 def test_print_config_resolves_short_name():

@@ -265,8 +265,14 @@ def build_sam(
     return sam
 
 
-def vit_features(encoder: ImageEncoderViT, x: Tensor) -> Features:
+def vit_features(encoder: ImageEncoderViT, x: Tensor, *, neck: bool = True) -> Features:
     """Run the SAM ViT block by block on preprocessed ``x [B, 3, S, S]``.
+
+    Args:
+        encoder: SAM's ViT.
+        x: preprocessed images.
+        neck: run the neck; ``False`` skips it (for models such as SAM-Path that replace
+            it), and ``"embedding"`` is then absent.
 
     Returns:
         ``"embedding"``: neck output ``[B, C_out, h, w]`` (same as ``encoder(x)``);
@@ -283,6 +289,8 @@ def vit_features(encoder: ImageEncoderViT, x: Tensor) -> Features:
             early = x
     if early is None:
         raise SamConfigError("vit_features: the encoder has no global-attention block to take 'early' features from")
+    if not neck:
+        return {"early": early, "late": x}
     return {"embedding": encoder.neck(x.permute(0, 3, 1, 2)), "early": early, "late": x}
 
 
