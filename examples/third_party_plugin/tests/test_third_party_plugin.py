@@ -44,3 +44,9 @@ def test_fit_third_party_model_on_real_tiles(installed, tmp_path: Path):
     # the zero-initialised up-projections moved: the adapters trained
     ups = [state[k] for k in adapters if k.endswith("up.weight")]
     assert any(float(u.abs().sum()) > 0 for u in ups)
+
+
+def test_passes_the_conformance_suite(installed, tmp_path: Path):
+    from pathseg_core.testing.conformance import check_model
+
+    assert "train_loss" in check_model("sam_adapter", tmp_path)
