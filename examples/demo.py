@@ -49,11 +49,11 @@ def held_out_dice(name: str, *extra: str) -> float:
 def write_overlays(ckpt: Path) -> list[Path]:
     """Panels ``image | truth | prediction`` for every held-out test tile."""
     import torch
+    from pathseg_sam.task import SamTask
     from PIL import Image
 
     from pathseg_core.callbacks import render_panels
     from pathseg_core.data.patch_folder import PatchFolderDataModule
-    from pathseg_sam.task import SamTask
 
     task = SamTask.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
     dm = PatchFolderDataModule(root="seg/ocdc", class_map="ocdc_binary", masks_dir="masks_bin_png",
@@ -64,7 +64,7 @@ def write_overlays(ckpt: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     with torch.no_grad():
-        for b, batch in enumerate(dm.test_dataloader()):
+        for batch in dm.test_dataloader():
             for i, panel in enumerate(render_panels(task, batch, len(batch))):
                 path = out_dir / f"test_{batch.meta.source_id[i]}_x{batch.meta.x[i]}_y{batch.meta.y[i]}.png"
                 Image.fromarray(panel).save(path)

@@ -17,10 +17,10 @@ from typing import Literal
 from torch import nn
 
 from pathseg_core.models.adapters import apply_lora, freeze, unfreeze
+from pathseg_core.models.backbones import SAM_LAYOUT, Layout
 from pathseg_core.models.sam import SAM_VIT_LORA_TARGETS
 
 Finetune = Literal["none", "decoder", "lora", "full"]
-IOU_HEAD = "mask_decoder.iou_prediction_head.*"
 
 
 def configure_finetuning(
@@ -32,8 +32,9 @@ def configure_finetuning(
     lora_alpha: float = 8.0,
     lora_dropout: float = 0.0,
     lora_targets: tuple[str, ...] = SAM_VIT_LORA_TARGETS,
+    layout: Layout = SAM_LAYOUT,
 ) -> nn.Module:
-    """Set ``requires_grad`` on a model with ``image_encoder`` / ``prompt_encoder`` / ``mask_decoder``.
+    """Set ``requires_grad`` on a SAM-family segmenter.
 
     Args:
         model: a SAM-style segmenter (e.g. :class:`~pathseg_core.models.sam.SamSegmenter`).
@@ -43,23 +44,29 @@ def configure_finetuning(
         lora_alpha: LoRA scaling numerator.
         lora_dropout: LoRA dropout.
         lora_targets: module-name suffixes adapted by LoRA.
+        layout: where encoder / decoder / never-used modules live
+            (:mod:`pathseg_core.models.backbones`).
 
     Returns:
         ``model``, modified in place.
     """
+    decoder = f"{layout.decoder}.*"
     if finetune == "none":
         return freeze(model)
     if finetune == "full":
         unfreeze(model)
     elif finetune == "decoder":
-        freeze(model, except_patterns=["mask_decoder.*"])
+        freeze(model, except_patterns=[decoder])
     elif finetune == "lora":
-        apply_lora(model.image_encoder, list(lora_targets), r=lora_rank, alpha=lora_alpha, dropout=lora_dropout)
-        freeze(model, except_patterns=["mask_decoder.*", "*lora_*"])
+        apply_lora(model.get_submodule(layout.encoder), list(lora_targets), r=lora_rank, alpha=lora_alpha,
+                   dropout=lora_dropout)
+        freeze(model, except_patterns=[decoder, "*lora_*"])
     else:
         raise ValueError(f"unknown finetune recipe '{finetune}'; use none, decoder, lora or full")
+    never = tuple(f"{p}." for p in layout.unused)
     if not train_iou_head:
-        for name, p in model.named_parameters():
-            if name.startswith("mask_decoder.iou_prediction_head."):
-                p.requires_grad_(False)
+        never += (f"{layout.decoder}.iou_prediction_head.",)
+    for name, p in model.named_parameters():
+        if name.startswith(never):
+            p.requires_grad_(False)
     return model

@@ -12,11 +12,9 @@ The baseline rows of the pathology SAM papers:
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pathseg_core.contracts import PromptableSegmenter
+from pathseg_core.models.backbones import BackboneName, build_segmenter
 from pathseg_core.models.finetune import Finetune, configure_finetuning
-from pathseg_core.models.sam import SamSegmenter
 from pathseg_core.task import SegmentationTask
 
 
@@ -24,9 +22,10 @@ class SamTask(SegmentationTask):
     """SAM baseline.
 
     Args:
-        backbone: SAM configuration (``tiny`` is a random-initialised test size).
-        checkpoint: path of an official SAM checkpoint (e.g. ``sam_vit_b_01ec64.pth``);
-            without one the model is random-initialised.
+        backbone: SAM ViT (``vit_b/l/h``), MobileSAM (``mobile_sam``) or SAM2.1 (``sam2_t/s/b+/l``);
+            names ending in ``tiny`` are random-initialised test sizes.
+        checkpoint: path of the official checkpoint (``sam_vit_b_01ec64.pth``, ``mobile_sam.pt``,
+            ``sam2.1_hiera_tiny.pt`` …); without one the model is random-initialised.
         encoder_input_size: encoder input side (default: the configuration's).
         finetune: which parts train (see the module docstring).
         multimask_output: predict SAM's 3 masks and keep the best-scored one.
@@ -38,7 +37,7 @@ class SamTask(SegmentationTask):
 
     def __init__(
         self,
-        backbone: Literal["tiny", "vit_b", "vit_l", "vit_h"] = "vit_b",
+        backbone: BackboneName = "vit_b",
         checkpoint: str | None = None,
         encoder_input_size: int | None = None,
         finetune: Finetune = "decoder",
@@ -53,11 +52,9 @@ class SamTask(SegmentationTask):
     def configure_models(self) -> PromptableSegmenter:
         """Build SAM and set what trains (the IoU head only when ``iou_weight > 0``)."""
         hp = self.hparams
-        overrides = {} if hp.encoder_input_size is None else {"image_size": hp.encoder_input_size}
-        model = SamSegmenter.from_config(
-            hp.backbone, checkpoint=hp.checkpoint, multimask_output=hp.multimask_output, **overrides
-        )
+        built = build_segmenter(hp.backbone, hp.checkpoint, multimask_output=hp.multimask_output,
+                                image_size=hp.encoder_input_size)
         return configure_finetuning(
-            model, hp.finetune, train_iou_head=hp.iou_weight > 0,
+            built.model, hp.finetune, train_iou_head=hp.iou_weight > 0, layout=built.layout,
             lora_rank=hp.lora_rank, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout,
         )
