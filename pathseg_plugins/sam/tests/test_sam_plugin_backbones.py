@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from lightning.pytorch import Trainer
+from pathseg_sam.task import SamTask
 
 from pathseg_core.testing.conformance import SyntheticDataModule
-from pathseg_sam.task import SamTask
 
 
 @pytest.mark.parametrize("backbone", ["tiny", "mobile_sam_tiny", "sam2_tiny"])
