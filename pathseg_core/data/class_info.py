@@ -26,7 +26,7 @@ class ClassInfoMixin:
     @property
     def class_colors(self) -> list[tuple[int, int, int]]:
         """One RGB colour per class, id order (the default palette where the map gives none)."""
-        return list(self.class_map.palette)
+        return list(self.class_map.colors)
 
     @property
     def ignore_index(self) -> int:

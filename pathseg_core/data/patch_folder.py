@@ -32,7 +32,7 @@ from pathseg_core.data.class_info import ClassInfoMixin
 from pathseg_core.data.class_map import ClassMap, load_class_map
 from pathseg_core.data.collate import collate_segbatch
 from pathseg_core.data.mosaic import MosaicError, crop_regions, stitch_tiles
-from pathseg_core.data.sampling import EpochSampler, PatchSizeError, grid_windows, random_window, sample_generator
+from pathseg_core.data.sampling import PatchSizeError, grid_windows, random_window, sample_generator, split_loader
 from pathseg_core.data.sources import (
     ArraySource,
     Source,
@@ -403,15 +403,8 @@ class PatchFolderDataModule(ClassInfoMixin, pl.LightningDataModule):
         if name in ("test", "predict") and len(dataset) == 0:
             raise SplitError(f"the {name} split is empty; set test_fraction > 0 or give split_files['test']")
         hp = self.hparams
-        common = {
-            "batch_size": hp.batch_size,
-            "num_workers": hp.num_workers,
-            "collate_fn": collate_segbatch,
-            "persistent_workers": hp.persistent_workers and hp.num_workers > 0,
-        }
-        if name == "train":
-            return DataLoader(dataset, sampler=EpochSampler(dataset, shuffle=True, seed=hp.seed), **common)
-        return DataLoader(dataset, shuffle=False, **common)
+        return split_loader(dataset, train=name == "train", batch_size=hp.batch_size, num_workers=hp.num_workers,
+                            collate_fn=collate_segbatch, seed=hp.seed, persistent_workers=hp.persistent_workers)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches; random crops and augmentation change every epoch."""

@@ -8,12 +8,12 @@ from ``(seed, epoch, index)``, so a sample is the same whichever worker loads it
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sized
+from collections.abc import Callable, Iterator, Sized
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pathseg_core.data.mosaic import Region
 
@@ -101,3 +101,25 @@ class EpochSampler(DistributedSampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         epoch = self.epoch
         return ((epoch, int(i)) for i in super().__iter__())
+
+
+def split_loader(
+    dataset: Dataset,
+    *,
+    train: bool,
+    batch_size: int,
+    num_workers: int,
+    collate_fn: Callable,
+    seed: int,
+    persistent_workers: bool = False,
+) -> DataLoader:
+    """The DataLoader every datamodule uses: seeded :class:`EpochSampler` for training, ordered otherwise."""
+    common = {
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "collate_fn": collate_fn,
+        "persistent_workers": persistent_workers and num_workers > 0,
+    }
+    if train:
+        return DataLoader(dataset, sampler=EpochSampler(dataset, shuffle=True, seed=seed), **common)
+    return DataLoader(dataset, shuffle=False, **common)

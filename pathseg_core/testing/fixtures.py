@@ -210,3 +210,38 @@ def make_tiled_slide(
             )
     reader.close()
     return out
+
+
+def make_bcss_split_slides(
+    out_dir: str | Path, *, split_x: int = 2048, mpp: float = 0.25, tile: int = 256, levels: int = 3
+) -> dict[str, tuple[Path, Path]]:
+    """The BCSS strip cut at column ``split_x`` into two spatially disjoint slides (train / held-out).
+
+    The five BCSS tiles overlap, so a slide-level split of the whole strip cannot hold out
+    any pixels; cutting the stitched strip can. Each part is a pyramidal TIFF with its
+    level-0 aligned label mask (uint8 BCSS codes, 0 = outside ROI).
+
+    Returns:
+        ``{"train": (slide, mask), "test": (slide, mask)}``: ``bcss_left.tif`` (columns
+        ``[0, split_x)``) and ``bcss_right.tif`` (columns ``[split_x, 3072)``) with their
+        ``*_mask.tif``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    root = data_root() / "seg" / "bcss"
+    images = sorted((root / "images").glob("*.png"))
+    mosaic = stitch_tiles(images, [root / "masks" / p.name for p in images], BCSS_OFFSET_PATTERN, source_id="bcss")
+    assert mosaic.mask is not None
+    if not 0 < split_x < mosaic.image.shape[1]:
+        raise ValueError(f"split_x {split_x} must be inside the strip's width {mosaic.image.shape[1]}")
+    parts = {"train": ("bcss_left", slice(0, split_x)), "test": ("bcss_right", slice(split_x, None))}
+    result = {}
+    for split, (stem, cols) in parts.items():
+        slide = write_pyramid_tiff(
+            out / f"{stem}.tif", np.ascontiguousarray(mosaic.image[:, cols]), mpp=mpp, tile=tile, levels=levels
+        )
+        mask = out / f"{stem}_mask.tif"
+        tifffile.imwrite(mask, np.ascontiguousarray(mosaic.mask[:, cols]).astype(np.uint8), tile=(tile, tile),
+                         compression="zlib", photometric="minisblack")
+        result[split] = (slide, mask)
+    return result

@@ -23,7 +23,7 @@ from pathseg_core.data.augment import Augment
 from pathseg_core.data.class_info import ClassInfoMixin
 from pathseg_core.data.class_map import load_class_map
 from pathseg_core.data.collate import collate_segbatch
-from pathseg_core.data.sampling import EpochSampler
+from pathseg_core.data.sampling import split_loader
 from pathseg_core.data.splits import SplitError, proportional_counts
 from pathseg_core.data.wsi.dataset import SlideSource, WSIPatchDataset
 from pathseg_core.data.wsi.labels import GEOJSON_SUFFIXES, open_labels, read_code_names
@@ -235,15 +235,8 @@ class WSIPatchDataModule(ClassInfoMixin, pl.LightningDataModule):
         if name in ("test", "predict") and len(dataset) == 0:
             raise SplitError(f"the {name} split has no patches; name {name}_slides or set {name}_fraction > 0")
         hp = self.hparams
-        common = {
-            "batch_size": hp.batch_size,
-            "num_workers": hp.num_workers,
-            "collate_fn": collate_wsi,
-            "persistent_workers": hp.num_workers > 0,
-        }
-        if name == "train":
-            return DataLoader(dataset, sampler=EpochSampler(dataset, shuffle=True, seed=hp.seed), **common)
-        return DataLoader(dataset, shuffle=False, **common)
+        return split_loader(dataset, train=name == "train", batch_size=hp.batch_size, num_workers=hp.num_workers,
+                            collate_fn=collate_wsi, seed=hp.seed, persistent_workers=True)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches; random patches change every epoch."""
