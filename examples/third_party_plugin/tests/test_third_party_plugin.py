@@ -19,6 +19,9 @@ def installed() -> None:
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(PLUGIN)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
+    # The editable install's .pth is read by new interpreters; make this one see the package too.
+    if str(PLUGIN) not in sys.path:
+        sys.path.insert(0, str(PLUGIN))
     from pathseg_core.plugins import reset_registry
 
     reset_registry()
