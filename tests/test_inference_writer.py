@@ -131,6 +131,9 @@ def test_pyramid_writer_streams_chunks_exactly(tmp_path) -> None:
         assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(0.75, rel=1e-6)
         region = np.asarray(slide.read_region((0, 0), 0, (700, 1100)))[..., 0]
         np.testing.assert_array_equal(region, mask)
+        # the whole pyramid is visible to OpenSlide (levels are top-level pages, not SubIFDs)
+        assert slide.level_dimensions == ((700, 1100), (350, 550), (175, 275), (88, 138))
+        np.testing.assert_array_equal(np.asarray(slide.read_region((0, 0), 2, (175, 275)))[..., 0], ref[2])
     # the same chunks give the same bytes
     again = PyramidalMaskWriter(tmp_path / "n.tiff", mask.shape, mpp=0.75, spill_dir=tmp_path / "spill2", tile=256)
     again.write(iter([mask[:700], mask[700:]]))

@@ -178,7 +178,8 @@ class PyramidalMaskWriter:
         self.rows_written = 0
         n_sub = len(self.shapes) - 1
         with tifffile.TiffWriter(self.path, bigtiff=True) as tw:
-            tw.write(self._level0_tiles(chunks), shape=self.shape, subifds=n_sub or None, **self._options(0))
+            # levels as top-level pages (not SubIFDs): OpenSlide and QuPath then see the whole pyramid
+            tw.write(self._level0_tiles(chunks), shape=self.shape, **self._options(0))
             for level in range(1, n_sub + 1):
                 tw.write(self._level_tiles(level), shape=self.shapes[level], **self._options(level))
         for spill in self.spills:
