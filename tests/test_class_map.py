@@ -98,11 +98,11 @@ def test_default_palette_and_colorize():
 def test_shipped_maps():
     assert {"ocdc_binary", "bcss_5class"} <= set(shipped_names())
     bcss = load_class_map("bcss_5class")
-    assert bcss.names == ("tumor", "stroma", "inflammatory", "necrosis", "others")
+    assert bcss.names == ("others", "tumor", "stroma", "inflammatory", "necrosis")
     assert bcss.ignore_index == 255 and set(bcss.ignore) == {0, 7, 15}
     # every BCSS code 0..21 is covered exactly once
     assert set(bcss.mapping) | set(bcss.ignore) == set(range(22))
-    assert [bcss.mapping[c] for c in (1, 2, 3, 10, 11, 4, 5, 21)] == [0, 1, 2, 2, 2, 3, 4, 4]
+    assert [bcss.mapping[c] for c in (1, 2, 3, 10, 11, 4, 5, 21)] == [1, 2, 3, 3, 3, 4, 0, 0]
     assert "outside_roi" in bcss.notes and "exclude" in bcss.notes
     ocdc = load_class_map("ocdc_binary")
     assert ocdc.num_classes == 2 and dict(ocdc.mapping) == {0: 0, 255: 1}
@@ -113,9 +113,9 @@ def test_bcss_real_mask_counts():
     out = load_class_map("bcss_5class").apply(raw)
     counts = {int(v): int((raw == v).sum()) for v in np.unique(raw)}
     assert set(counts) == {1, 2, 3, 7, 15}  # as SOURCE.md says
-    assert (out == 0).sum() == counts[1]
-    assert (out == 1).sum() == counts[2]
-    assert (out == 2).sum() == counts[3]
+    assert (out == 1).sum() == counts[1]
+    assert (out == 2).sum() == counts[2]
+    assert (out == 3).sum() == counts[3]
     assert (out == 255).sum() == counts[7] + counts[15]
 
 

@@ -26,7 +26,7 @@ from pathseg_core.data.tile_io import read_label_mask
 
 OCDC = data_root() / "seg" / "ocdc"
 BCSS = data_root() / "seg" / "bcss"
-BCSS_RAW_TO_ID = {1: 0, 2: 1, 3: 2, 7: 255, 15: 255}
+BCSS_RAW_TO_ID = {1: 1, 2: 2, 3: 3, 7: 255, 15: 255}
 
 
 def ocdc(**kwargs) -> PatchFolderDataModule:

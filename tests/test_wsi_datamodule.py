@@ -93,7 +93,7 @@ def test_validation_grid_is_the_tissue_grid_of_the_val_slide(bcss: dict[str, Pat
     first = next(iter(loader))
     assert first.meta.source_id == ["bcss_copy"] * 2
     assert (first.meta.x, first.meta.y) == ([tiles[0].x0, tiles[1].x0], [tiles[0].y0, tiles[1].y0])
-    assert dm.num_classes == 5 and dm.ignore_index == 255 and dm.class_names[0] == "tumor"
+    assert dm.num_classes == 5 and dm.ignore_index == 255 and dm.class_names[1] == "tumor"
 
 
 def test_concentric_batches_carry_context(bcss: dict[str, Path]) -> None:

@@ -164,7 +164,9 @@ class HiptViT(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or HiptConfig()
         if cfg.embed_dim % cfg.num_heads:
-            raise ValueError(f"HiptConfig {cfg.name!r}: embed_dim {cfg.embed_dim} not divisible by num_heads {cfg.num_heads}")
+            raise ValueError(
+                f"HiptConfig {cfg.name!r}: embed_dim {cfg.embed_dim} not divisible by num_heads {cfg.num_heads}"
+            )
         self.patch_embed = _PatchEmbed(cfg)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.pretrain_grid**2 + 1, cfg.embed_dim))

@@ -59,8 +59,14 @@ class SamPathLoss(nn.Module):
         if ignore_mode not in ("mask", "zero_logits"):
             raise LossInputError(f"ignore_mode must be 'mask' or 'zero_logits', got {ignore_mode!r}")
         self.terms = SegmentationLoss(
-            dice=1.0 - alpha, focal=alpha, bce=0.0, iou_mse=0.0, dice_smooth=dice_smooth,
-            focal_gamma=focal_gamma, skip_channels=skip_channels, activation="softmax",
+            dice=1.0 - alpha,
+            focal=alpha,
+            bce=0.0,
+            iou_mse=0.0,
+            dice_smooth=dice_smooth,
+            focal_gamma=focal_gamma,
+            skip_channels=skip_channels,
+            activation="softmax",
         )
         self.beta = beta
         self.ignore_mode: IgnoreMode = ignore_mode

@@ -51,8 +51,7 @@ class OfficialScore(ClassSubsetScore):
     ) -> None:
         classes = [c for c in range(num_classes) if c != dropped_class]
         score = "dice" if definition.startswith("dice") else "iou"
-        super().__init__(num_classes, score=score, average="none", classes=classes, ignore_index=ignore_index,
-                         **kwargs)
+        super().__init__(num_classes, score=score, average="none", classes=classes, ignore_index=ignore_index, **kwargs)
         self.definition = definition
         self.dropped_class = dropped_class
 
