@@ -119,6 +119,7 @@ def check_points_inside(prompts: Prompts, size_hw: tuple[int, int], where: str) 
     if prompts.valid is not None:
         real = real & prompts.valid[..., None]
     pts = prompts.points[real]
-    if pts.numel() and (pts[:, 0].min() < -0.5 or pts[:, 0].max() > w + 0.5 or pts[:, 1].min() < -0.5
-                        or pts[:, 1].max() > h + 0.5):
+    if pts.numel() and (
+        pts[:, 0].min() < -0.5 or pts[:, 0].max() > w + 0.5 or pts[:, 1].min() < -0.5 or pts[:, 1].max() > h + 0.5
+    ):
         raise PromptError(f"points fall outside the {w}x{h} {where} they prompt; give xy pixels inside the patch")

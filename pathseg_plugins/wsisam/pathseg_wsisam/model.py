@@ -104,7 +104,9 @@ class TokenAggregator(nn.Module):
     def __init__(self, mode: str, dim: int) -> None:
         super().__init__()
         if mode not in AGGREGATIONS:
-            raise WSISamConfigError(f"unknown aggregation {mode!r} (--model.aggregation); choose one of {', '.join(AGGREGATIONS)}")
+            raise WSISamConfigError(
+                f"unknown aggregation {mode!r} (--model.aggregation); choose one of {', '.join(AGGREGATIONS)}"
+            )
         self.mode = mode
         self.fc = nn.Linear(2 * dim, dim) if mode == "concat_fc" else None
 
@@ -218,6 +220,13 @@ class WSISamSegmenter(SamSegmenter):
         self.add_sam_logits = add_sam_logits
         self.context_factor = float(context_factor)
         self.floor_context_boxes = floor_context_boxes
+        self.image_encoder.eval()
+
+    def train(self, mode: bool = True) -> WSISamSegmenter:
+        """Set the mode; the frozen encoder stays in eval mode (TinyViT's BatchNorm keeps its statistics)."""
+        super().train(mode)
+        self.image_encoder.eval()
+        return self
 
     def encode(self, images: Tensor, context: Tensor | None = None) -> Features:
         """Features of HR ``images`` and LR ``context`` (both ``[B, 3, H, W]`` in ``[0, 255]``).
@@ -308,10 +317,24 @@ class WSISamSegmenter(SamSegmenter):
         hr_out, lr_out, sam_out, ious = [], [], [], []
         for i in range(b):
             rows = slice(i * n, (i + 1) * n)
-            v_hr, f_hr, sam, iou = run_branch(self.mask_decoder, self.hr_branch, embedding[i : i + 1], image_pe,
-                                              hr_sparse[rows], hr_dense[rows], hr_image[i : i + 1])
-            v_lr, f_lr, _, _ = run_branch(self.mask_decoder, self.lr_branch, features["context_embedding"][i : i + 1],
-                                          image_pe, lr_sparse[rows], lr_dense[rows], lr_image[i : i + 1])
+            v_hr, f_hr, sam, iou = run_branch(
+                self.mask_decoder,
+                self.hr_branch,
+                embedding[i : i + 1],
+                image_pe,
+                hr_sparse[rows],
+                hr_dense[rows],
+                hr_image[i : i + 1],
+            )
+            v_lr, f_lr, _, _ = run_branch(
+                self.mask_decoder,
+                self.lr_branch,
+                features["context_embedding"][i : i + 1],
+                image_pe,
+                lr_sparse[rows],
+                lr_dense[rows],
+                lr_image[i : i + 1],
+            )
             token = self.aggregator(v_hr, v_lr)
             hr_out.append(torch.einsum("mc,mchw->mhw", token, f_hr))
             lr_out.append(torch.einsum("mc,mchw->mhw", token, f_lr))
@@ -332,7 +355,9 @@ class WSISamSegmenter(SamSegmenter):
 def build_base_sam(backbone: str, checkpoint: str | Path | None = None, image_size: int | None = None) -> Sam:
     """SAM (or MobileSAM) for a :data:`BACKBONES` name, loading official weights by path."""
     if backbone not in BACKBONES:
-        raise WSISamConfigError(f"unknown backbone {backbone!r} (--model.backbone); choose one of {', '.join(BACKBONES)}")
+        raise WSISamConfigError(
+            f"unknown backbone {backbone!r} (--model.backbone); choose one of {', '.join(BACKBONES)}"
+        )
     kind, config = BACKBONES[backbone]
     if kind == "sam":
         overrides = {} if image_size is None else {"image_size": image_size}
@@ -363,7 +388,9 @@ def build_wsisam(
         floor_context_boxes: see :class:`WSISamSegmenter`.
     """
     if aggregation not in AGGREGATIONS:
-        raise WSISamConfigError(f"unknown aggregation {aggregation!r} (--model.aggregation); choose one of {', '.join(AGGREGATIONS)}")
+        raise WSISamConfigError(
+            f"unknown aggregation {aggregation!r} (--model.aggregation); choose one of {', '.join(AGGREGATIONS)}"
+        )
     sam = build_base_sam(backbone, checkpoint, image_size)
     return WSISamSegmenter(
         sam.image_encoder,
@@ -396,7 +423,11 @@ def branch_parameter_count(dim: int, early_channels: int) -> int:
 
 
 #: Early-feature channels per full-size backbone (official ``network.py`` ``vit_dim_dict``).
-EARLY_DIMS: dict[str, int] = {"tinyvit": TINYVIT_CONFIGS["5m"]["embed_dims"][2], "vit_b": 768, "vit_l": 1024,
-                              "vit_h": 1280}
+EARLY_DIMS: dict[str, int] = {
+    "tinyvit": TINYVIT_CONFIGS["5m"]["embed_dims"][2],
+    "vit_b": 768,
+    "vit_l": 1024,
+    "vit_h": 1280,
+}
 #: SAM's decoder width for every full-size backbone (MobileSAM keeps it).
 DECODER_DIM: int = MOBILE_SAM_CONFIGS["vit_t"]["prompt_embed_dim"]

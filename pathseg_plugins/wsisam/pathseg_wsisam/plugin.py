@@ -14,8 +14,13 @@ def pathseg_register_models() -> list[ModelSpec]:
             task="pathseg_wsisam.task.WSISamTask",
             summary="WSI-SAM: frozen SAM, HR + concentric LR tokens, dual mask decoder, token aggregation",
             paper="Liu et al., WSI-SAM: Multi-resolution Segment Anything Model (SAM) for histopathology WSIs, 2024",
-            configs=("wsisam_bcss_tiny.yaml", "wsisam_tinyvit.yaml", "wsisam_vit_b.yaml", "wsisam_vit_l.yaml",
-                     "wsisam_vit_h.yaml"),
+            configs=(
+                "wsisam_bcss_tiny.yaml",
+                "wsisam_tinyvit.yaml",
+                "wsisam_vit_b.yaml",
+                "wsisam_vit_l.yaml",
+                "wsisam_vit_h.yaml",
+            ),
             tiny={"backbone": "tiny", "max_objects": 2},
         )
     ]

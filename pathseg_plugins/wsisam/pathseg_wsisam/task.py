@@ -125,6 +125,8 @@ class WSISamTask(SegmentationTask):
         blank_context: ablation: replace the LR patch by a constant image (zeros).
         train_preset: training prompt protocol (``wsisam_train``: box / 10 points / noisy
             mask); ``None`` uses the shared ``train_prompt`` options.
+        background_class: label id never prompted as an object (``None``: every class is
+            an object, e.g. BCSS where id 0 is tumour).
         official_code: set every switch to the official code's behaviour.
         **kwargs: the shared task options (:class:`~pathseg_core.task.SegmentationTask`).
     """
@@ -145,6 +147,7 @@ class WSISamTask(SegmentationTask):
         context_factor: float = 2.0,
         blank_context: bool = False,
         train_preset: Literal["wsisam_train"] | None = "wsisam_train",
+        background_class: int | None = 0,
         official_code: bool = False,
         **kwargs,
     ) -> None:
@@ -178,12 +181,18 @@ class WSISamTask(SegmentationTask):
 
     def configure_prompts(self) -> tuple[PromptSampler, PromptSampler]:
         """The ``train_preset`` training protocol (if set) and the ``eval_protocol`` sampler."""
-        train, evaluation = super().configure_prompts()
         hp = self.hparams
+        common = {
+            "object_mode": hp.object_mode,
+            "max_objects": hp.max_objects,
+            "min_area": hp.min_object_area,
+            "background": -1 if hp.background_class is None else hp.background_class,
+        }
         if hp.train_preset is not None:
-            common = {"object_mode": hp.object_mode, "max_objects": hp.max_objects, "min_area": hp.min_object_area}
             train = PromptSampler.from_preset(hp.train_preset, **common)
-        return train, evaluation
+        else:
+            train = PromptSampler(mode=hp.train_prompt, box_jitter=hp.train_box_jitter, n_pos=hp.train_points, **common)
+        return train, self.eval_sampler_for(hp.eval_protocol, **common)
 
     def setup(self, stage: str) -> None:
         """Also check that the data yields concentric context at this model's scale."""
@@ -221,7 +230,9 @@ class WSISamTask(SegmentationTask):
         if stage == "train" and self.switches.context_prompts == "resampled":
             lr_prompts = self._resample_context_prompts(prompts, lr_masks, batch.image_size)
         dual = DualPrompts(**{f.name: getattr(prompts, f.name) for f in fields(Prompts)}, context=lr_prompts)
-        dual_targets = DualTargets(**{f.name: getattr(targets, f.name) for f in fields(Targets)}, context_masks=lr_masks)
+        dual_targets = DualTargets(
+            **{f.name: getattr(targets, f.name) for f in fields(Targets)}, context_masks=lr_masks
+        )
         return dual, dual_targets
 
     def _resample_context_prompts(self, prompts: Prompts, lr_masks: Tensor, size_hw: tuple[int, int]) -> Prompts | None:
@@ -245,8 +256,14 @@ class WSISamTask(SegmentationTask):
                 pts, lbl = sample_points(obj, n_pos, n_neg, g)
                 out.points[i, j], out.point_labels[i, j] = pts.to(out.points), lbl.to(out.point_labels)
             if out.masks is not None:
-                noisy = noisy_mask_prompt(obj, sampler.mask_size, g, sampler.mask_sigma, band_width=sampler.mask_band,
-                                          logit_value=sampler.mask_logit)
+                noisy = noisy_mask_prompt(
+                    obj,
+                    sampler.mask_size,
+                    g,
+                    sampler.mask_sigma,
+                    band_width=sampler.mask_band,
+                    logit_value=sampler.mask_logit,
+                )
                 out.masks[i, j] = noisy.to(out.masks)
         return out
 
