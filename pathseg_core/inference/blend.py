@@ -20,6 +20,9 @@ import numpy as np
 
 Reduce = Literal["sum", "max"]
 
+#: Rows argmaxed at once by :meth:`BandAccumulator.finish` (bounds its int64 temporary).
+ARGMAX_ROWS = 64
+
 
 class BlendError(ValueError):
     """A tile does not fit the accumulator (wrong channel count or above the open rows)."""
@@ -69,21 +72,38 @@ class BandAccumulator:
         self.reduce: Reduce = reduce
         self.background = float(background)
         self.top = int(top)
-        self.data = np.zeros((self.channels, 0, self.width), dtype=np.float32)
+        # Rows live in one buffer that is allocated when a tile first reaches past it and
+        # then reused band after band (finished rows are shifted out in place), so a run
+        # holds one [C, tile rows, W] array instead of re-allocating it for every band.
+        self._buf = np.zeros((self.channels, 0, self.width), dtype=np.float32)
+        self._rows = 0
+
+    @property
+    def data(self) -> np.ndarray:
+        """The open rows' scores, ``[C, rows, W]`` float32 (a view of the buffer)."""
+        return self._buf[:, : self._rows]
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        self._buf = np.array(value, dtype=np.float32)
+        self._rows = self._buf.shape[1]
 
     @property
     def bottom(self) -> int:
         """One past the last allocated row."""
-        return self.top + self.data.shape[1]
-
-    def _new_rows(self, n: int) -> np.ndarray:
-        rows = np.zeros((self.channels, n, self.width), dtype=np.float32)
-        rows[0] = self.background
-        return rows
+        return self.top + self._rows
 
     def _grow(self, bottom: int) -> None:
-        if bottom > self.bottom:
-            self.data = np.concatenate([self.data, self._new_rows(bottom - self.bottom)], axis=1)
+        rows = bottom - self.top
+        if rows <= self._rows:
+            return
+        if rows > self._buf.shape[1]:
+            buf = np.empty((self.channels, rows, self.width), dtype=np.float32)
+            buf[:, : self._rows] = self.data
+            self._buf = buf
+        self._buf[:, self._rows : rows] = 0.0
+        self._buf[0, self._rows : rows] = self.background
+        self._rows = rows
 
     def add(
         self, scores: np.ndarray, y: int, x: int, weight: np.ndarray | None = None, channel: int | None = None
@@ -131,8 +151,12 @@ class BandAccumulator:
             raise BlendError(f"cannot finish up to row {upto}: rows above {self.top} are already finished")
         self._grow(upto)
         n = upto - self.top
-        ids = np.argmax(self.data[:, :n], axis=0).astype(np.uint8)
-        self.data = self.data[:, n:].copy()
+        ids = np.empty((n, self.width), dtype=np.uint8)
+        for r in range(0, n, ARGMAX_ROWS):  # int64 argmax of a few rows at a time, not of the band
+            ids[r : r + ARGMAX_ROWS] = np.argmax(self._buf[:, r : min(r + ARGMAX_ROWS, n)], axis=0)
+        rest = self._rows - n
+        self._buf[:, :rest] = self._buf[:, n : self._rows]
+        self._rows = rest
         self.top = upto
         return ids
 

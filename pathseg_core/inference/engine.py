@@ -11,8 +11,8 @@ One slide runs as a pipeline pulled by the TIFF writer:
    :class:`~pathseg_core.inference.blend.BandAccumulator`; the finished rows are argmaxed
    and committed to the journal.
 3. Each finished band flows into the TIFF writer (level 0 + spilled pyramid), the band
-   vectoriser (regions go to the GeoJSON file as soon as they close) and the thumbnail
-   sampler (overlay). Memory grows with the slide's *width* (one band of
+   vectoriser (regions go to the GeoJSON file as soon as they close; it runs on a helper
+   thread, overlapping the next band's prediction) and the thumbnail sampler (overlay). Memory grows with the slide's *width* (one band of
    ``tile_size`` rows), never with its area.
 
 Outputs are written as ``<name>.*.partial`` and renamed only when all three are complete;
@@ -28,6 +28,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
@@ -448,14 +449,23 @@ class SlideSegmenter:
         sampler = ThumbnailSampler(plan.out_shape, thumb_shape, thumb_ds / plan.downsample)
         geojson = GeoJSONWriter(paths.partial(paths.geojson), names, colors, plan.downsample, opt.ndigits)
 
-        def chunks() -> Iterator[np.ndarray]:
+        def chunks(pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
+            # Band k is vectorised on the pool's one thread while band k + 1 is predicted
+            # (torch releases the GIL); at most one band is in flight, and waiting for it
+            # re-raises its error (a full disk) here, in order.
+            pending: Future | None = None
             for ids in self._bands(reader, plan, len(names), journal, done):
-                geojson.write(vectorizer.add_band(ids))
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(lambda ids=ids: geojson.write(vectorizer.add_band(ids)))
                 sampler.add_band(ids)
                 yield ids
+            if pending is not None:
+                pending.result()
 
         with geojson:
-            writer.write(chunks())
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pathseg-geojson") as pool:
+                writer.write(chunks(pool))
             geojson.write(vectorizer.finish())
         thumb = reader.read_thumbnail(thumb_ds)
         write_png(paths.partial(paths.overlay), render_overlay(thumb, sampler.mask, colors))

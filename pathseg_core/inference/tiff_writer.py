@@ -4,8 +4,8 @@ Level 0 is written by ``tifffile`` from a generator of tiles that pulls row chun
 caller produces them (``TiffWriter.write(data=iterator, shape=…, tile=…)``), so inference
 runs *inside* the write. Each completed row of tiles is also reduced 2× by block mode
 (:func:`mode_downsample2`) level after level, and the reduced rows are spilled to raw
-``uint8`` memory maps on disk; after level 0 the sub-resolution levels are written from
-those maps as SubIFDs of the first page.
+``uint8`` files on disk (plain writes and reads, not memory maps, whose pages would count
+as resident memory); after level 0 the sub-resolution levels are written from those files.
 
 The file is deterministic: deflate compression, no DateTime / Software / description
 tags. Resolution tags carry the physical pixel size (ResolutionUnit centimetre,
@@ -22,6 +22,8 @@ import tifffile
 
 #: TIFF compression: deflate is lossless and read by libtiff, OpenSlide and Bio-Formats.
 COMPRESSION = "zlib"
+#: Rows reduced at once by :func:`mode_downsample2` (even; bounds its temporaries).
+MODE_ROWS = 64
 
 
 class TiffWriteError(ValueError):
@@ -37,6 +39,8 @@ def mode_downsample2(rows: np.ndarray) -> np.ndarray:
     h, w = rows.shape
     if h % 2:
         raise TiffWriteError(f"mode_downsample2 needs an even number of rows, got {h}")
+    if h > MODE_ROWS:  # the block statistics take ~40 bytes per pixel: bound them to a few rows
+        return np.concatenate([mode_downsample2(rows[y : y + MODE_ROWS]) for y in range(0, h, MODE_ROWS)])
     if w % 2:
         rows = np.concatenate([rows, rows[:, -1:]], axis=1)
     blocks = np.stack([rows[0::2, 0::2], rows[0::2, 1::2], rows[1::2, 0::2], rows[1::2, 1::2]])  # [4, h/2, w/2]
@@ -57,11 +61,17 @@ def pyramid_shapes(shape: tuple[int, int], tile: int) -> list[tuple[int, int]]:
 
 
 class _LevelSpill:
-    """One sub-resolution level: reduces incoming rows of the level above and stores them."""
+    """One sub-resolution level: reduces incoming rows of the level above and stores them.
+
+    Rows go to a raw ``uint8`` file with plain writes and come back with plain reads, a
+    tile row at a time: a memory map's dirty pages would count as resident memory, and a
+    level is a quarter of the area of the one above.
+    """
 
     def __init__(self, path: Path, shape: tuple[int, int]) -> None:
         self.shape = shape
-        self.map = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+        self.path = path
+        self.file = open(path, "w+b")  # noqa: SIM115 - closed by close()
         self.pending = np.zeros((0, 0), dtype=np.uint8)
         self.row = 0
 
@@ -73,10 +83,24 @@ class _LevelSpill:
         keep = rows.shape[0] - rows.shape[0] % 2
         self.pending = rows[keep:]
         out = mode_downsample2(rows[:keep]) if keep else np.zeros((0, self.shape[1]), dtype=np.uint8)
-        out = out[: self.shape[0] - self.row]
-        self.map[self.row : self.row + out.shape[0]] = out
+        out = np.ascontiguousarray(out[: self.shape[0] - self.row])
+        self.file.seek(self.row * self.shape[1])
+        self.file.write(out.tobytes())
         self.row += out.shape[0]
         return out
+
+    def read(self, y0: int, y1: int) -> np.ndarray:
+        """Stored rows ``[y0, y1)`` as ``[rows, W]`` uint8."""
+        w = self.shape[1]
+        if self.file.closed:
+            self.file = open(self.path, "r+b")  # noqa: SIM115 - closed by close()
+        self.file.flush()
+        self.file.seek(y0 * w)
+        return np.frombuffer(self.file.read((y1 - y0) * w), dtype=np.uint8).reshape(-1, w)
+
+    def close(self) -> None:
+        """Close the file."""
+        self.file.close()
 
 
 def _tiles_of(rows: np.ndarray, tile: int) -> Iterator[np.ndarray]:
@@ -167,26 +191,29 @@ class PyramidalMaskWriter:
             raise TiffWriteError(f"row chunks ended after {self.rows_written + have} of {h} rows")
 
     def _level_tiles(self, level: int) -> Iterator[np.ndarray]:
-        data = self.spills[level - 1].map
-        for y in range(0, data.shape[0], self.tile):
-            yield from _tiles_of(np.asarray(data[y : y + self.tile]), self.tile)
+        spill = self.spills[level - 1]
+        for y in range(0, spill.shape[0], self.tile):
+            yield from _tiles_of(spill.read(y, min(y + self.tile, spill.shape[0])), self.tile)
 
     def write(self, chunks: Iterable[np.ndarray]) -> None:
         """Consume ``[rows, W]`` uint8 chunks (top to bottom, any heights) and write the file."""
         self.spill_dir.mkdir(parents=True, exist_ok=True)
-        self.spills = [_LevelSpill(self.spill_dir / f"level{k}.npy", s) for k, s in enumerate(self.shapes) if k]
+        self.spills = [_LevelSpill(self.spill_dir / f"level{k}.u8", s) for k, s in enumerate(self.shapes) if k]
         self.rows_written = 0
         n_sub = len(self.shapes) - 1
-        with tifffile.TiffWriter(self.path, bigtiff=True) as tw:
-            # levels as top-level pages (not SubIFDs): OpenSlide and QuPath then see the whole pyramid
-            tw.write(self._level0_tiles(chunks), shape=self.shape, **self._options(0))
-            for level in range(1, n_sub + 1):
-                tw.write(self._level_tiles(level), shape=self.shapes[level], **self._options(level))
-        for spill in self.spills:
-            spill.map.flush()
+        try:
+            with tifffile.TiffWriter(self.path, bigtiff=True) as tw:
+                # levels as top-level pages (not SubIFDs): OpenSlide and QuPath then see the whole pyramid
+                tw.write(self._level0_tiles(chunks), shape=self.shape, **self._options(0))
+                for level in range(1, n_sub + 1):
+                    tw.write(self._level_tiles(level), shape=self.shapes[level], **self._options(level))
+        finally:
+            for spill in self.spills:
+                spill.close()
 
     def level(self, k: int) -> np.ndarray:
-        """Level ``k`` of the written pyramid (``k >= 1`` read back from its spill map)."""
+        """Level ``k`` of the written pyramid (``k >= 1`` read back from its spill file)."""
         if k == 0 or not 0 < k <= len(self.spills):
             raise TiffWriteError(f"level {k} is not kept; levels 1..{len(self.spills)} are spilled")
-        return self.spills[k - 1].map
+        spill = self.spills[k - 1]
+        return spill.read(0, spill.shape[0])
