@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml constraints.txt $(PLUGINS)
 	touch $@
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pathseg_core pathseg_plugins examples tests benchmarks
+	$(VENV)/bin/ruff check --no-cache pathseg_core pathseg_plugins examples tests benchmarks
 
 test: $(STAMP) lint
 	$(VENV)/bin/pytest -q

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pathseg_sampath.hipt import HIPT_CONFIGS, HiptConfig, HiptViT, load_hipt_checkpoint
 from segment_anything.modeling import MaskDecoder, PromptEncoder
 from segment_anything.modeling.common import LayerNorm2d
 from torch import Tensor, nn
@@ -40,6 +39,7 @@ from pathseg_core.models.sam import (
     resolve_config,
     vit_features,
 )
+from pathseg_sampath.hipt import HIPT_CONFIGS, HiptConfig, HiptViT, load_hipt_checkpoint
 
 __all__ = [
     "Encoders",
