@@ -294,7 +294,7 @@ def vit_features(encoder: ImageEncoderViT, x: Tensor, *, neck: bool = True) -> F
     return {"embedding": encoder.neck(x.permute(0, 3, 1, 2)), "early": early, "late": x}
 
 
-def _tensor_digest(module: nn.Module, extra: Sequence[Tensor] = ()) -> str:
+def tensor_digest(module: nn.Module, extra: Sequence[Tensor] = ()) -> str:
     """Hex digest of every state-dict entry's name, dtype, shape and bytes (plus ``extra``)."""
     h = hashlib.blake2b(digest_size=8)
     items = list(module.state_dict().items()) + [(f"extra{i}", t) for i, t in enumerate(extra)]
@@ -520,5 +520,5 @@ class SamSegmenter(PromptableSegmenter):
         The digest covers the encoder's parameter names, shapes, dtypes and values and the
         normalisation constants, so it changes whenever encoder outputs would.
         """
-        digest = _tensor_digest(self.image_encoder, (self.pixel_mean, self.pixel_std))
+        digest = tensor_digest(self.image_encoder, (self.pixel_mean, self.pixel_std))
         return f"sam:{self.name}:{self.image_size}:{digest}"

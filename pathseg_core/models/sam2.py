@@ -17,7 +17,6 @@ points (labels 2, 3) ahead of the clicks; the decoder uses the two high-resoluti
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -36,6 +35,7 @@ from torch import Tensor, nn
 
 from pathseg_core.contracts import Features, Prediction, PromptableSegmenter, PromptError, Prompts
 from pathseg_core.models.checkpoint import load_into, load_state_dict, map_keys
+from pathseg_core.models.sam import tensor_digest
 
 
 class Sam2ConfigError(ValueError):
@@ -518,11 +518,7 @@ class Sam2Segmenter(PromptableSegmenter):
         The digest covers every tensor ``encode`` uses (trunk, neck, ``conv_s0`` / ``conv_s1``,
         ``no_mem_embed``, pixel statistics), so it changes whenever encoder outputs would.
         """
-        h = hashlib.blake2b(digest_size=8)
-        named = [(f"{i}.{k}", t) for i, part in enumerate(self._encoder_parts()) for k, t in part.state_dict().items()]
-        named += [("no_mem_embed", self.model.no_mem_embed), ("mean", self.pixel_mean), ("std", self.pixel_std)]
-        for name, t in named:
-            h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        extra = (self.model.no_mem_embed, self.pixel_mean, self.pixel_std)
+        digest = tensor_digest(nn.ModuleList(self._encoder_parts()), extra)
         flag = int(self.model.directly_add_no_mem_embed)
-        return f"sam2:{self.image_size}:{flag}:{h.hexdigest()}"
+        return f"sam2:{self.image_size}:{flag}:{digest}"

@@ -33,10 +33,10 @@ from pathseg_core.contracts import Features, Prediction, Prompts
 from pathseg_core.models.sam import (
     SamConfig,
     SamSegmenter,
-    _tensor_digest,
     build_mask_decoder,
     build_sam,
     resolve_config,
+    tensor_digest,
     vit_features,
 )
 from pathseg_sampath.hipt import HIPT_CONFIGS, HiptConfig, HiptViT, load_hipt_checkpoint
@@ -288,5 +288,5 @@ class SamPathSegmenter(SamSegmenter):
     def encoder_signature(self) -> str:
         """``sampath:<encoders>:<sam name>:<size>:<digest of SAM + HIPT weights>``."""
         parts = nn.ModuleList([self.image_encoder] + ([self.hipt] if self.hipt is not None else []))
-        digest = _tensor_digest(parts, (self.pixel_mean, self.pixel_std))
+        digest = tensor_digest(parts, (self.pixel_mean, self.pixel_std))
         return f"sampath:{self.encoders}:{self.name}:{self.image_size}:{digest}"
