@@ -444,6 +444,28 @@ class SamSegmenter(PromptableSegmenter):
             masks = F.interpolate(masks, size=(mh, mw), mode="bilinear", align_corners=False)
         return F.pad(masks, (0, side - mw, 0, side - mh), value=self.mask_pad_value)
 
+    def embed_prompts(self, prompts: Prompts, in_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Sparse ``[B·N, T, C]`` and dense ``[B·N, C, e, e]`` embeddings of prompts given in the input frame."""
+        b, n = prompts.shape
+        in_h, in_w = in_hw
+        new_h, new_w = self.resized_hw(in_h, in_w)
+        sx, sy = new_w / in_w, new_h / in_h
+        boxes = points = masks = None
+        if prompts.boxes is not None:
+            boxes = (prompts.boxes.float() * prompts.boxes.new_tensor([sx, sy, sx, sy])).reshape(b * n, 4)
+        if prompts.points is not None:
+            coords = prompts.points.float() * prompts.points.new_tensor([sx, sy])
+            points = (coords.reshape(b * n, -1, 2), prompts.point_labels.reshape(b * n, -1))
+        if prompts.masks is not None:
+            masks = self._mask_prompts(prompts.masks.flatten(0, 1).float(), (new_h, new_w))
+        return self.prompt_encoder(points=points, boxes=boxes, masks=masks)
+
+    def low_res_crop(self, in_h: int, in_w: int) -> tuple[int, int]:
+        """``(h, w)`` of the low-res decoder logits that cover the un-padded input image."""
+        new_h, new_w = self.resized_hw(in_h, in_w)
+        low_side = 4 * self.prompt_encoder.image_embedding_size[0]
+        return tuple(max(1, round(s * low_side / self.image_size)) for s in (new_h, new_w))
+
     def decode(self, features: Features, prompts: Prompts | None) -> Prediction:
         """Mask logits for ``N`` prompts per image.
 
@@ -468,26 +490,13 @@ class SamSegmenter(PromptableSegmenter):
         in_h, in_w = self._input_hw(features)
         prompts.validate(b, (in_h, in_w))
         _, n = prompts.shape
-        new_h, new_w = self.resized_hw(in_h, in_w)
-        sx, sy = new_w / in_w, new_h / in_h
-
-        boxes = points = masks = None
-        if prompts.boxes is not None:
-            boxes = (prompts.boxes.float() * prompts.boxes.new_tensor([sx, sy, sx, sy])).reshape(b * n, 4)
-        if prompts.points is not None:
-            coords = prompts.points.float() * prompts.points.new_tensor([sx, sy])
-            points = (coords.reshape(b * n, -1, 2), prompts.point_labels.reshape(b * n, -1))
-        if prompts.masks is not None:
-            masks = self._mask_prompts(prompts.masks.flatten(0, 1).float(), (new_h, new_w))
-
-        low_side = 4 * self.prompt_encoder.image_embedding_size[0]
-        crop_h, crop_w = (max(1, round(s * low_side / self.image_size)) for s in (new_h, new_w))
+        crop_h, crop_w = self.low_res_crop(in_h, in_w)
         k = self.mask_decoder.num_multimask_outputs if self.multimask_output else 1
         if n == 0:
             empty = embedding.new_zeros(b, 0, k, crop_h, crop_w)
             return self._select(empty, embedding.new_zeros(b, 0, k))
 
-        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=masks)
+        sparse, dense = self.embed_prompts(prompts, (in_h, in_w))
         image_pe = self.prompt_encoder.get_dense_pe()
         # segment-anything 1.0's MaskDecoder repeat_interleaves the image embedding by the
         # number of prompts itself, so it is called once per image with that image's N prompts.

@@ -279,10 +279,7 @@ class SamPathSegmenter(SamSegmenter):
         logits, iou = self.class_tokens_forward(features["embedding"])
         if self.extra_token:
             logits, iou = logits[:, 1:], iou[:, 1:]
-        in_h, in_w = self._input_hw(features)
-        new_h, new_w = self.resized_hw(in_h, in_w)
-        low = logits.shape[-1]
-        crop_h, crop_w = (max(1, round(s * low / self.image_size)) for s in (new_h, new_w))
+        crop_h, crop_w = self.low_res_crop(*self._input_hw(features))
         return Prediction(logits[..., :crop_h, :crop_w], iou)
 
     def encoder_signature(self) -> str:

@@ -255,22 +255,6 @@ class WSISamSegmenter(SamSegmenter):
         features["input_hw"] = both["input_hw"][:b]
         return features
 
-    def _embed_prompts(self, prompts: Prompts, in_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """Sparse ``[B·N, T, C]`` and dense ``[B·N, C, e, e]`` embeddings of prompts in the input frame."""
-        b, n = prompts.shape
-        in_h, in_w = in_hw
-        new_h, new_w = self.resized_hw(in_h, in_w)
-        sx, sy = new_w / in_w, new_h / in_h
-        boxes = points = masks = None
-        if prompts.boxes is not None:
-            boxes = (prompts.boxes.float() * prompts.boxes.new_tensor([sx, sy, sx, sy])).reshape(b * n, 4)
-        if prompts.points is not None:
-            coords = prompts.points.float() * prompts.points.new_tensor([sx, sy])
-            points = (coords.reshape(b * n, -1, 2), prompts.point_labels.reshape(b * n, -1))
-        if prompts.masks is not None:
-            masks = self._mask_prompts(prompts.masks.flatten(0, 1).float(), (new_h, new_w))
-        return self.prompt_encoder(points=points, boxes=boxes, masks=masks)
-
     def context_prompts(self, prompts: Prompts, in_hw: tuple[int, int]) -> Prompts:
         """The LR branch's prompts: given (:class:`DualPrompts`) or mapped from the HR ones."""
         given = getattr(prompts, "context", None)
@@ -302,16 +286,14 @@ class WSISamSegmenter(SamSegmenter):
         if lr_prompts.shape != prompts.shape:
             raise PromptError(f"LR prompts cover {lr_prompts.shape} (B, N) but HR prompts {prompts.shape}")
         n = prompts.shape[1]
-        new_h, new_w = self.resized_hw(*in_hw)
-        low_side = 4 * self.prompt_encoder.image_embedding_size[0]
-        crop_h, crop_w = (max(1, round(s * low_side / self.image_size)) for s in (new_h, new_w))
+        crop_h, crop_w = self.low_res_crop(*in_hw)
         if n == 0:
             empty = embedding.new_zeros(b, 0, crop_h, crop_w)
             return Prediction(empty, embedding.new_zeros(b, 0), {"context_logits": empty, "sam_logits": empty})
 
         image_pe = self.prompt_encoder.get_dense_pe()
-        hr_sparse, hr_dense = self._embed_prompts(prompts, in_hw)
-        lr_sparse, lr_dense = self._embed_prompts(lr_prompts, in_hw)
+        hr_sparse, hr_dense = self.embed_prompts(prompts, in_hw)
+        lr_sparse, lr_dense = self.embed_prompts(lr_prompts, in_hw)
         hr_image = self.hr_branch.image_features(embedding, features["early"])
         lr_image = self.lr_branch.image_features(features["context_embedding"], features["context_early"])
         hr_out, lr_out, sam_out, ious = [], [], [], []
