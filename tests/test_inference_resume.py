@@ -99,7 +99,7 @@ def test_interrupted_run_resumes_to_identical_outputs(tmp_path, ckpt, monkeypatc
 
     monkeypatch.setattr(journal_module.ResumeJournal, "commit", crash_on_band_3)
     capsys.readouterr()
-    assert main([*args, "--out", str(tmp_path / "run")]) == 1
+    assert main([*args, "--out", str(tmp_path / "run"), "--batch-size", "3"]) == 1
     assert "simulated crash" in capsys.readouterr().err
     assert not list((tmp_path / "run").glob("*.partial")) and not (tmp_path / "run" / "small.tiff").exists()
     assert ResumeJournal(tmp_path / "run" / ".small.work", {}).journal_path.read_text().count('"band"') == 3
@@ -109,12 +109,57 @@ def test_interrupted_run_resumes_to_identical_outputs(tmp_path, ckpt, monkeypatc
     assert "pass --resume to continue it" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "run"), "--resume", "--overlap", "8"]) == 1
     assert "differs in: settings, units" in capsys.readouterr().err
-    # a different batch size is allowed and still gives the same bytes (batches never span bands)
-    assert main([*args, "--out", str(tmp_path / "run"), "--resume", "--batch-size", "2"]) == 0
+    # batches run across bands, so the batch size is part of the run's identity
+    assert main([*args, "--out", str(tmp_path / "run"), "--resume", "--batch-size", "2"]) == 1
+    assert "differs in: settings" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "run"), "--resume", "--batch-size", "3"]) == 0
     assert _outputs(tmp_path / "run", "small") == reference
     assert not (tmp_path / "run" / ".small.work").exists()
     # resuming a finished slide skips it
     assert main([*args, "--out", str(tmp_path / "run"), "--resume"]) == 0
+
+
+@pytest.mark.parametrize("batch", [3, 7])
+def test_batches_span_bands_and_resume_exactly_from_every_band(tmp_path, ckpt, monkeypatch, capsys, batch) -> None:
+    """A crash at any band commit resumes to the uninterrupted bytes, whichever batch it stopped in."""
+    from pathseg_core.inference import engine
+    from pathseg_core.inference import journal as journal_module
+
+    slide = make_small_slide(tmp_path / "small.tif")
+    args = [str(slide), "--model", MODEL, "--ckpt", str(ckpt), "--tile-size", "96", "--overlap", "16", "--quiet"]
+    args += ["--batch-size", str(batch)]
+    sizes: list[int] = []
+    predict = engine.SlideSegmenter._predict
+
+    def spy(self, images, contexts, units, n_classes):  # noqa: ANN001, ANN202
+        sizes.append(len({u.band for u in units}))
+        return predict(self, images, contexts, units, n_classes)
+
+    monkeypatch.setattr(engine.SlideSegmenter, "_predict", spy)
+    assert main([*args, "--out", str(tmp_path / "ref")]) == 0
+    assert max(sizes) > 1, "no batch ran across a band border: the test would not exercise the carry"
+    reference = _outputs(tmp_path / "ref", "small")
+    n_bands = None
+    commit = journal_module.ResumeJournal.commit
+    crashed_at: list[int] = []
+
+    for k in range(64):
+        def crash(self: ResumeJournal, band: int, ids: np.ndarray, carry: dict, k: int = k) -> None:
+            if band == k:
+                raise _Crash("simulated crash")
+            commit(self, band, ids, carry)
+
+        out = tmp_path / f"run{k}"
+        monkeypatch.setattr(journal_module.ResumeJournal, "commit", crash)
+        if main([*args, "--out", str(out)]) == 0:  # band k does not exist: every band was covered
+            n_bands = k
+            break
+        crashed_at.append(k)
+        monkeypatch.setattr(journal_module.ResumeJournal, "commit", commit)
+        assert main([*args, "--out", str(out), "--resume"]) == 0
+        assert _outputs(out, "small") == reference, f"resume after a crash at band {k} changed the outputs"
+    assert n_bands is not None and n_bands >= 4 and crashed_at == list(range(n_bands))
+    capsys.readouterr()
 
 
 def test_sigkilled_cli_run_resumes_byte_identical_on_the_real_slide(tmp_path, ckpt, data_root, capsys) -> None:

@@ -5,11 +5,12 @@ One slide runs as a pipeline pulled by the TIFF writer:
 1. :meth:`SlideSegmenter.prepare` opens the slide, fixes the output frame and builds the
    work units (tissue tiles for semantic models, prompt windows for promptable ones).
 2. ``_bands`` walks the row bands top to bottom. A band already listed in the resume
-   journal is loaded from its cache; otherwise its units are read (optionally by
-   DataLoader workers), batched *within the band* (so a resumed run forms exactly the
-   same batches and gets bit-identical scores), predicted, and blended into a
-   :class:`~pathseg_core.inference.blend.BandAccumulator`; the finished rows are argmaxed
-   and committed to the journal.
+   journal is loaded from its cache; the remaining units are read (optionally by
+   DataLoader workers) in fixed batches that run across band borders (a resumed run
+   recomputes the batch it stopped in, so it forms the same batches and gets
+   bit-identical scores), predicted, and blended into a
+   :class:`~pathseg_core.inference.blend.BandAccumulator`; a band's rows are argmaxed
+   and committed to the journal as soon as the next band's first unit arrives.
 3. Each finished band flows into the TIFF writer (level 0 + spilled pyramid), the band
    vectoriser (regions go to the GeoJSON file as soon as they close; it runs on a helper
    thread, overlapping the next band's prediction) and the thumbnail sampler (overlay). Memory grows with the slide's *width* (one band of
@@ -98,7 +99,7 @@ class SegmentOptions:
         prompt_margin: context around a prompt, as a fraction of its extent per side.
         prompt_threshold: probability a prompted mask must exceed to paint a pixel.
         default_mpp: working resolution when neither the option nor the checkpoint gives one.
-        batch_size: tiles per forward pass (batches never span two bands).
+        batch_size: tiles per forward pass (batches run across band borders).
         num_workers: DataLoader workers reading tiles (0: read in the main process).
         tiff_tile: tile side of the output TIFF.
         overlay_size: longest side of the overlay PNG.
@@ -137,7 +138,9 @@ class SegmentOptions:
 
     def band_settings(self) -> dict:
         """The settings that change band contents (compared on resume)."""
-        keys = ("tile_size", "overlap", "precision", "prompt_margin", "prompt_threshold")
+        # batch_size: a batch's composition may change its scores in the last bits, and a
+        # resumed run must reproduce the interrupted one byte for byte.
+        keys = ("tile_size", "overlap", "precision", "prompt_margin", "prompt_threshold", "batch_size")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -262,15 +265,35 @@ def _prompt_kind(unit: WorkUnit) -> tuple:
     return () if p is None else (p.box is not None, len(p.points))
 
 
-def band_batches(units: list[WorkUnit], batch_size: int) -> list[list[WorkUnit]]:
-    """Split one band's units into batches of ≤ ``batch_size`` whose prompts share one shape."""
-    batches: list[list[WorkUnit]] = []
-    for unit in units:
-        if batches and len(batches[-1]) < batch_size and _prompt_kind(batches[-1][0]) == _prompt_kind(unit):
-            batches[-1].append(unit)
+def plan_batches(units: list[WorkUnit], batch_size: int) -> list[list[int]]:
+    """Indices of ``units`` in batches of ≤ ``batch_size`` consecutive units whose prompts share one shape.
+
+    Batches run across band borders: a slide whose bands hold fewer tiles than
+    ``batch_size`` still runs full forward passes, so activation memory is set by
+    ``batch_size`` alone, not by the slide's width.
+    """
+    batches: list[list[int]] = []
+    for i, unit in enumerate(units):
+        if batches and len(batches[-1]) < batch_size and _prompt_kind(units[batches[-1][0]]) == _prompt_kind(unit):
+            batches[-1].append(i)
         else:
-            batches.append([unit])
+            batches.append([i])
     return batches
+
+
+def _settle_columns(units: list[WorkUnit]) -> list[int]:
+    """Per unit: the least column of it and of the units after it in its band.
+
+    Once that unit is reached, no remaining unit of the band touches the columns left of
+    this one, so the accumulator can finish them (:meth:`BandAccumulator.settle`).
+    """
+    out = [0] * len(units)
+    least: dict[int, int] = {}
+    for i in range(len(units) - 1, -1, -1):
+        unit = units[i]
+        least[unit.band] = min(least.get(unit.band, unit.x), unit.x)
+        out[i] = least[unit.band]
+    return out
 
 
 def _file_stat(path: Path) -> dict:
@@ -473,7 +496,14 @@ class SlideSegmenter:
     def _bands(
         self, reader: SlideReader, plan: SlidePlan, n_classes: int, journal: ResumeJournal, done: int
     ) -> Iterator[np.ndarray]:
-        """Class ids of each band in order: cached ones loaded, the rest predicted and committed."""
+        """Class ids of each band in order: cached ones loaded, the rest predicted and committed.
+
+        Batches run across band borders (:func:`plan_batches`), so every forward pass but the
+        last is full whatever the slide's width. Scores are blended unit by unit in plan
+        order and band ``k`` is finished as soon as the first unit of a later band comes
+        up; a resumed run recomputes the batch it stopped in (same composition, same
+        scores) and skips the units the saved carry already holds.
+        """
         opt, semantic = self.options, self.model.semantic
         width = plan.out_shape[1]
         reduce, background = ("sum", 0.0) if semantic else ("max", opt.prompt_threshold)
@@ -481,41 +511,48 @@ class SlideSegmenter:
             acc = BandAccumulator.from_state(journal.load_carry(done - 1), width, n_classes, reduce, background)
         else:
             acc = BandAccumulator(width, n_classes, reduce, background)
+        for k in range(done):
+            y0, y1 = plan.band_rows(k)
+            ids = journal.load_band(k)
+            if ids.shape != (y1 - y0, width):
+                raise ValueError(f"cached band {k} in {journal.folder} has shape {ids.shape}; rerun with --overwrite")
+            self._advance(len(plan.units_of(k)))
+            yield ids
         window = blend_window(plan.tile_size, opt.overlap) if semantic else None
-        batches = {k: band_batches(plan.units_of(k), opt.batch_size) for k in range(done, plan.n_bands)}
-        flat = [u for k in sorted(batches) for b in batches[k] for u in b]
-        sizes = [len(b) for k in sorted(batches) for b in batches[k]]
-        index_batches = np.split(np.arange(len(flat)), np.cumsum(sizes)[:-1]) if sizes else []
+        batches = [b for b in plan_batches(plan.units, opt.batch_size) if plan.units[b[-1]].band >= done]
         context = self._context_factor() if self.model.net.needs_context else None
         loader = DataLoader(
-            _UnitDataset(reader, flat, context),
-            batch_sampler=[b.tolist() for b in index_batches],
+            _UnitDataset(reader, plan.units, context),
+            batch_sampler=batches,
             num_workers=opt.num_workers,
             collate_fn=_collate,
         )
-        pixels = iter(loader)
-        for k in range(plan.n_bands):
-            y0, y1 = plan.band_rows(k)
-            if k < done:
-                ids = journal.load_band(k)
-                if ids.shape != (y1 - y0, width):
-                    raise ValueError(
-                        f"cached band {k} in {journal.folder} has shape {ids.shape}; rerun with --overwrite"
-                    )
-                self._advance(len(plan.units_of(k)))
+        settle_before = _settle_columns(plan.units)
+        k = done  # next band to finish
+
+        def finish_upto(band: int) -> Iterator[np.ndarray]:
+            nonlocal k
+            while k < band:
+                ids = acc.finish(plan.band_rows(k)[1])
+                journal.commit(k, ids, acc.state())
+                k += 1
                 yield ids
-                continue
-            for units in batches[k]:
-                images, contexts = next(pixels)
-                for unit, scores in zip(units, self._predict(images, contexts, units, n_classes)):
-                    if semantic:
-                        acc.add(scores, unit.y, unit.x, weight=window)
-                    else:
-                        acc.add(scores, unit.y, unit.x, channel=unit.prompt.class_id)
-                self._advance(len(units))
-            ids = acc.finish(y1)
-            journal.commit(k, ids, acc.state())
-            yield ids
+
+        for indices, (images, contexts) in zip(batches, loader):
+            units = [plan.units[i] for i in indices]
+            scores = self._predict(images, contexts, units, n_classes)
+            for i, unit, unit_scores in zip(indices, units, scores):
+                if unit.band < done:  # blended before the interruption: already in the carry
+                    continue
+                yield from finish_upto(unit.band)
+                # Columns left of every remaining unit of this band are final: free their scores.
+                acc.settle(plan.band_rows(unit.band)[1], settle_before[i])
+                if semantic:
+                    acc.add(unit_scores, unit.y, unit.x, weight=window)
+                else:
+                    acc.add(unit_scores, unit.y, unit.x, channel=unit.prompt.class_id)
+                self._advance(1)
+        yield from finish_upto(plan.n_bands)
 
     def _context_factor(self) -> float:
         return self.options.context_factor or self.model.context_factor or DEFAULT_CONTEXT_FACTOR

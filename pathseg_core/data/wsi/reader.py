@@ -5,7 +5,9 @@ Coordinates: ``x, y`` are ALWAYS level-0 pixels (column, row) of the top-left co
 pyramid level that is still at least as fine as the request (within ``tolerance``),
 reads it, and resamples the rest with ``cv2.INTER_AREA``. Parts of a region outside the
 slide are filled with ``fill`` (white by default) before resampling, so borders blend
-exactly as the slide edge would.
+exactly as the slide edge would. A level box larger than ``max_read_pixels`` (a whole
+single-level slide read for a thumbnail) is read and resampled in horizontal strips, so
+memory is the output plus one strip whatever the slide's area.
 
 The file is opened lazily on first use and once per process: pickling drops the handle
 (DataLoader workers re-open), and a forked child that inherits a handle re-opens too,
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -28,6 +31,15 @@ from pathseg_core.data.wsi.errors import MppMissingError, ResolutionError, Slide
 from pathseg_core.data.wsi.frames import PatchFrame
 
 BackendName = Literal["auto", "openslide", "tifffile"]
+
+#: Level pixels (``lw · lh``) above which :meth:`SlideReader.read_scaled` reads the level
+#: box in horizontal strips instead of whole. 2 Mpx keeps tiles and 1024² context patches
+#: on the one-shot path; a read costs ~17 bytes per level pixel while it is decoded
+#: (OpenSlide's RGBA buffers, RGB; measured with tracemalloc), i.e. ~35 MiB per strip.
+MAX_READ_PIXELS = 1 << 21
+
+#: Level pixels converted to float32 at once by the non-integer strip path (12 B each).
+_FLOAT_CHUNK_PIXELS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,8 @@ class SlideReader:
         fill: grey value (0..255) for regions outside the slide and transparent pixels.
         tolerance: relative slack when matching a level to a request: a level whose
             downsample is within ``(1 + tolerance)`` of the requested one is read natively.
+        max_read_pixels: level pixels above which a resampled read goes in horizontal
+            strips (attribute of the same name; see :data:`MAX_READ_PIXELS`).
 
     Raises:
         SlideNotFoundError: ``path`` does not exist (checked at construction; the file
@@ -71,6 +85,7 @@ class SlideReader:
         backend: BackendName = "auto",
         fill: int = 255,
         tolerance: float = 0.02,
+        max_read_pixels: int = MAX_READ_PIXELS,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -83,6 +98,9 @@ class SlideReader:
         self.backend_name: BackendName = backend
         self.fill = int(fill)
         self.tolerance = float(tolerance)
+        if max_read_pixels < 1:
+            raise ValueError(f"max_read_pixels must be >= 1, got {max_read_pixels}")
+        self.max_read_pixels = int(max_read_pixels)
         self._backend: Backend | None = None
         self._pid: int | None = None
         self._info: SlideInfo | None = None
@@ -246,7 +264,11 @@ class SlideReader:
         return self.read_scaled(x, y, w, h, 1.0 if downsample is None else downsample)
 
     def read_scaled(self, x: float, y: float, w: int, h: int, downsample: float) -> np.ndarray:
-        """``[h, w, 3]`` uint8 RGB of the region whose level-0 footprint is ``w·downsample × h·downsample``."""
+        """``[h, w, 3]`` uint8 RGB of the region whose level-0 footprint is ``w·downsample × h·downsample``.
+
+        The level box is resampled with ``cv2.INTER_AREA``; a box of more than
+        ``max_read_pixels`` level pixels is read in strips (see :meth:`_resize_in_strips`).
+        """
         if not downsample * (1.0 + self.tolerance) >= 1.0:
             fine = f"{self.mpp * downsample:.4g} µm/px" if self.mpp else f"downsample {downsample:.4g}"
             raise ResolutionError(
@@ -259,8 +281,61 @@ class SlideReader:
             return self._read_level(level, lx, ly, w, h)
         scale = downsample / level_ds
         lw, lh = max(1, round(w * scale)), max(1, round(h * scale))
+        if lw * lh > self.max_read_pixels and lw >= w and lh >= h:
+            return self._resize_in_strips(level, lx, ly, lw, lh, w, h)
         region = self._read_level(level, lx, ly, lw, lh)
         return cv2.resize(region, (w, h), interpolation=cv2.INTER_AREA)
+
+    def _resize_in_strips(self, level: int, x: int, y: int, lw: int, lh: int, w: int, h: int) -> np.ndarray:
+        """``cv2.resize(level box, (w, h), INTER_AREA)`` computed from horizontal strips of the box.
+
+        Each strip holds at most ``max_read_pixels`` level pixels, or the fewest rows one
+        output row needs (``⌈lh / h⌉ + 1``) when a single level row is wider than that.
+        Every strip spans the whole box width, so the column weights are the one-shot ones.
+
+        * Integer vertical factor ``k`` (OpenCV uses exactly ``k`` as its scale): strips of
+          a multiple of ``k`` level rows start on output rows, each ``cv2.resize``-d to its
+          output rows; OpenCV computes every output row from its own ``k`` level rows with
+          the same weights either way, so the result is **identical** to the one-shot read.
+        * Otherwise the vertical pass follows OpenCV's area weights
+          (``computeResizeAreaTab``): strips cover whole output rows (level rows on a
+          boundary are read by both neighbours), columns are resampled unrounded in
+          float32, rows summed in float32 in OpenCV's order and rounded half-to-even.
+          With OpenCV 5.0 on x86-64 this is bit-identical too (tests/test_reader_strips.py);
+          another build may round differently (vectorised / fused multiply-add sums), so
+          the guarantee is a difference of **at most 1 grey level** from the one-shot read.
+
+        Both hold for exact level pixels (tifffile, OpenSlide on level 0 or on levels whose
+        size is an exact fraction of level 0). On other OpenSlide levels each read is
+        resampled by a sub-pixel shift that depends on where it starts (see
+        :class:`~pathseg_core.data.wsi.backends.OpenSlideBackend`), so strips differ from
+        one big read by that shift (mean < 1 grey level on the tests' generated pyramid).
+        """
+        out = np.empty((h, w, 3), dtype=np.uint8)
+        rows_budget = max(1, self.max_read_pixels // lw)
+        k = _area_fast_scale(lh, h)
+        if k is not None:
+            step = max(1, rows_budget // k)  # output rows per strip
+            for r0 in range(0, h, step):
+                r1 = min(h, r0 + step)
+                strip = self._read_level(level, x, y + r0 * k, lw, (r1 - r0) * k)
+                out[r0:r1] = cv2.resize(strip, (w, r1 - r0), interpolation=cv2.INTER_AREA)
+            return out
+        index, weight = _area_table(lh, h)
+        first, last = index[:, 0], index.max(axis=1)
+        r0 = 0
+        while r0 < h:
+            # the most output rows whose level rows fit the budget (at least one)
+            r1 = max(r0 + 1, int(np.searchsorted(last, first[r0] + rows_budget - 1, side="right")))
+            top, bottom = int(first[r0]), int(last[r1 - 1]) + 1
+            cols = _area_columns(self._read_level(level, x, y + top, lw, bottom - top), w)
+            rows = index[r0:r1] - top
+            acc = cols[rows[:, 0]] * weight[r0:r1, 0, None, None]
+            for e in range(1, index.shape[1]):
+                acc += cols[rows[:, e]] * weight[r0:r1, e, None, None]
+            out[r0:r1] = np.clip(np.rint(acc), 0, 255)
+            r0 = r1
+        return out
 
     def _read_level(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         """Box in level pixels; the part outside the level is ``fill``."""
@@ -293,3 +368,76 @@ class SlideReader:
         """The whole slide at ``downsample``: ``[ceil(H / ds), ceil(W / ds), 3]`` uint8 RGB."""
         width, height = self.dimensions
         return self.read_scaled(0, 0, math.ceil(width / downsample), math.ceil(height / downsample), downsample)
+
+
+# ---------------------------------------------------------------------------- strip resampling
+def _area_fast_scale(src: int, dst: int) -> int | None:
+    """The integer factor when OpenCV's INTER_AREA treats ``src → dst`` as one, else ``None``.
+
+    ``cv2.resize`` computes the scale as ``1 / (dst / src)`` and takes its block-mean path
+    only when that is within ``DBL_EPSILON`` of an integer.
+    """
+    scale = 1.0 / (dst / src)
+    k = round(scale)
+    return k if abs(scale - k) < sys.float_info.epsilon else None
+
+
+def _area_table(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
+    """INTER_AREA weights of ``src → dst`` samples (``src ≥ dst``) as OpenCV computes them.
+
+    Output sample ``i`` averages the input interval ``[i·s, (i+1)·s)``, ``s = src / dst``,
+    each input sample weighted by its overlap (``computeResizeAreaTab`` of OpenCV's general
+    area path, in double precision, weights cast to float32).
+
+    Returns:
+        ``(index, weight)``, both ``[dst, n]``: output ``i`` is ``Σ_e weight[i, e] ·
+        input[index[i, e]]`` summed in order of ``e``; indices ascend along a row and short
+        rows are padded with their first index at weight 0 (adding ``+0.0`` is exact).
+    """
+    scale = 1.0 / (dst / src)
+    f1 = np.arange(dst, dtype=np.float64) * scale
+    f2 = f1 + scale
+    cell = np.minimum(scale, src - f1)
+    s2 = np.minimum(np.floor(f2), src - 1).astype(np.int64)
+    s1 = np.minimum(np.ceil(f1).astype(np.int64), s2)
+    head = (s1 - f1) > 1e-3  # partly covered sample before the whole ones
+    tail = (f2 - s2) > 1e-3  # partly covered sample after them
+    whole = s2 - s1
+    count = head.astype(np.int64) + whole + tail
+    e = np.arange(int(count.max()))[None, :]
+    pos = e - head[:, None]  # position among the whole samples
+    is_head = head[:, None] & (e == 0)
+    is_tail = tail[:, None] & (pos == whole[:, None])
+    index = np.where(is_head, (s1 - 1)[:, None], s1[:, None] + pos)
+    index = np.where(is_tail, s2[:, None], index)
+    weight = np.where(is_head, ((s1 - f1) / cell)[:, None], (1.0 / cell)[:, None])
+    weight = np.where(is_tail, (np.minimum(np.minimum(f2 - s2, 1.0), cell) / cell)[:, None], weight)
+    pad = e >= count[:, None]
+    index = np.where(pad, index[:, :1], index)
+    return index, np.where(pad, 0.0, weight).astype(np.float32)
+
+
+def _area_columns(strip: np.ndarray, width: int) -> np.ndarray:
+    """``[rows, W, 3]`` uint8 → ``[rows, width, 3]`` float32: INTER_AREA along x only, unrounded.
+
+    The values are the per-row column sums of OpenCV's general area path, which a 2-D
+    resize with a non-integer vertical scale uses. Converted to float32 a chunk of rows at
+    a time so the float copy stays small.
+    """
+    rows, src_w = strip.shape[:2]
+    out = np.empty((rows, width, 3), dtype=np.float32)
+    # An integer horizontal factor with one output row per input row would send
+    # cv2.resize down its block-mean path, which sums before scaling: weigh by hand.
+    table = _area_table(src_w, width) if _area_fast_scale(src_w, width) is not None else None
+    chunk = max(1, _FLOAT_CHUNK_PIXELS // src_w)
+    for r0 in range(0, rows, chunk):
+        src = strip[r0 : r0 + chunk].astype(np.float32)
+        if table is None:
+            out[r0 : r0 + chunk] = cv2.resize(src, (width, src.shape[0]), interpolation=cv2.INTER_AREA)
+            continue
+        index, weight = table
+        acc = src[:, index[:, 0]] * weight[:, 0, None]
+        for e in range(1, index.shape[1]):
+            acc += src[:, index[:, e]] * weight[:, e, None]
+        out[r0 : r0 + chunk] = acc
+    return out
