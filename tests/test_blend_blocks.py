@@ -16,7 +16,7 @@ def _grid_run(width: int, height: int, tile: int, overlap: int, block: int, sett
     acc = BandAccumulator(width, 3, block=block)
     cols = list(range(0, max(width - overlap, 1), stride))
     bands, live = [], 0
-    for k, y in enumerate(range(0, max(height - overlap, 1), stride)):
+    for y in range(0, max(height - overlap, 1), stride):
         upto = height if y + tile >= height else y + stride
         for x in cols:
             if settle:
