@@ -59,3 +59,15 @@ def test_settled_columns_refuse_late_tiles_and_state_needs_a_finished_band() -> 
     assert ids.shape == (16, 100) and acc.top == 16
     again = BandAccumulator.from_state(acc.state(), 100, 2, block=7)
     np.testing.assert_array_equal(again.data, acc.data)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 6])
+def test_argmax_channels_is_numpy_argmax_with_ties_to_the_lowest(channels: int) -> None:
+    from pathseg_core.inference.blend import argmax_channels
+
+    rng = np.random.default_rng(channels)
+    scores = np.round(rng.random((channels, 37, 53), dtype=np.float32) * 4) / 4  # many ties
+    scores[:, :, :5] = 0.25  # all channels equal: class 0
+    out = np.full((37, 53), 99, np.uint8)
+    argmax_channels(scores, out)
+    np.testing.assert_array_equal(out, np.argmax(scores, axis=0))

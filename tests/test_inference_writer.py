@@ -151,31 +151,112 @@ def test_pyramid_writer_rejects_wrong_chunks(tmp_path) -> None:
 
 
 # ------------------------------------------------------------------ vectorising
-@pytest.mark.parametrize("cuts", [[0, 200], [0, 37, 38, 90, 151, 200], list(range(0, 201, 7)) + [200]])
-def test_band_vectorizer_matches_whole_mask_and_rasterizes_back(cuts) -> None:
-    mask = _blobs((200, 260), seed=2)
-    regions = vectorize_bands((mask[a:b] for a, b in zip(cuts, cuts[1:])), num_classes=3)
-    frame = PatchFrame(0.0, 0.0, 1.0, 260, 200)
+def _noisy(shape: tuple[int, int], seed: int, classes: int = 4) -> np.ndarray:
+    """Per-pixel noise of ``classes`` ids (diagonal contacts, holes touching their shell) over smooth blobs."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    mask = rng.integers(0, classes, shape).astype(np.uint8)
+    smooth = cv2.GaussianBlur(rng.random(shape).astype(np.float32), (0, 0), 2)
+    mask[smooth > 0.5] = 1 + (smooth[smooth > 0.5] > 0.53)
+    mask[smooth < 0.47] = 0
+    return mask
+
+
+def _seam_cases() -> np.ndarray:
+    """16 × 20 mask laid out on 4 × 4 tiles (``chunk_cols=4``, bands of 4 rows)."""
+    m = np.zeros((16, 20), np.uint8)
+    m[0, :] = 1  # spans every chunk, and with its teeth every band
+    m[:, [1, 13, 18]] = 1
+    m[5:11, 5:11] = 2  # a ring centred on the tile corner (8, 8): its hole spans both seams
+    m[6:10, 6:10] = 0
+    m[3, 3] = m[4, 4] = 3  # diagonal-only contact at the tile corner (4, 4): two regions
+    m[3, 12] = m[4, 11] = 3  # and across the corner (12, 4) the other way
+    m[7:9, 3:5] = 3  # one 2 × 2 region with a pixel in each tile around the corner (4, 8)
+    # a C whose hole touches the outside diagonally, cut by the seam x = 16: a hole
+    # touching its shell at one corner, where the unchunked ring touches itself
+    m[12:15, 14:17] = 4
+    m[13, 15] = m[14, 16] = 0
+    m[15, 17] = 4  # diagonal to (14, 16)'s neighbour only: a separate region
+    return m
+
+
+def _vertices(poly: shapely.Polygon) -> int:
+    return sum(len(r.coords) - 1 for r in (poly.exterior, *poly.interiors))
+
+
+def _assert_matches_whole_mask(mask: np.ndarray, regions: list, num_classes: int) -> None:
+    """Regions equal :func:`vectorize` of the whole mask, region by region, and rasterise back to it."""
+    frame = PatchFrame(0.0, 0.0, 1.0, mask.shape[1], mask.shape[0])
     whole = vectorize(mask, frame)
-    for c in (1, 2):
-        want = shapely.unary_union([a.geometry for a in whole if a.class_id == c])
-        got = [p for k, p in regions if k == c]
-        assert shapely.unary_union(got).symmetric_difference(want).area == 0
-        assert len(got) == len([a for a in whole if a.class_id == c])  # merged across every seam
+    key = lambda p: (*p.bounds, p.area)  # noqa: E731
+    for c in range(1, num_classes):
+        want = sorted((a.geometry for a in whole if a.class_id == c), key=key)
+        got = sorted((p for k, p in regions if k == c), key=key)
+        assert len(got) == len(want)  # merged across every seam, diagonal contacts kept apart
+        for g, w in zip(got, want):
+            # (traced rings may touch themselves, which GEOS predicates call invalid)
+            assert shapely.equals(shapely.make_valid(g), shapely.make_valid(w))
+            # no vertex left where a seam cut a straight edge: as many as whole-mask tracing gives
+            assert _vertices(g) == _vertices(w)
     back = rasterize([Annotation(p, class_id=c) for c, p in regions], frame, dtype=np.uint8)
     np.testing.assert_array_equal(back, mask)
+
+
+def _bands(mask: np.ndarray, cuts: list[int]) -> list[np.ndarray]:
+    return [mask[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
+@pytest.mark.parametrize("chunk_cols", [3, 16, 2048])
+@pytest.mark.parametrize("cuts", [[0, 200], [0, 37, 38, 90, 151, 200], list(range(0, 201, 7)) + [200]])
+def test_band_vectorizer_matches_whole_mask_and_rasterizes_back(cuts, chunk_cols) -> None:
+    mask = _blobs((200, 260), seed=2)
+    _assert_matches_whole_mask(mask, vectorize_bands(_bands(mask, cuts), num_classes=3, chunk_cols=chunk_cols), 3)
+
+
+@pytest.mark.parametrize("chunk_cols", [1, 3, 7, 16])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_chunked_vectorizer_on_noisy_multiclass_masks(seed, chunk_cols) -> None:
+    mask = _noisy((45, 61), seed)
+    cuts = [0, 1, 8, 9, 23, 45] if seed else [0, 45]
+    regions = vectorize_bands(_bands(mask, cuts), num_classes=4, chunk_cols=chunk_cols)
+    _assert_matches_whole_mask(mask, regions, 4)
+    again = vectorize_bands(_bands(mask, cuts), num_classes=4, chunk_cols=chunk_cols)
+    names, colors = ["bg", "a", "b", "c"], [[0, 0, 0]] * 4
+    assert [region_feature(r, names, colors, 1.0) for r in regions] == [
+        region_feature(r, names, colors, 1.0) for r in again
+    ]
+
+
+@pytest.mark.parametrize(("chunk_cols", "cuts"), [(4, list(range(0, 17, 4))), (4, [0, 16]), (3, [0, 5, 8, 16])])
+def test_chunked_vectorizer_at_tile_corners_and_seams(chunk_cols, cuts) -> None:
+    mask = _seam_cases()
+    regions = vectorize_bands(_bands(mask, cuts), num_classes=5, chunk_cols=chunk_cols)
+    _assert_matches_whole_mask(mask, regions, 5)
+    by_class = {c: [p for k, p in regions if k == c] for c in range(1, 5)}
+    assert len(by_class[1]) == 1 and by_class[1][0].bounds == (0.0, 0.0, 20.0, 16.0)
+    assert len(by_class[2]) == 1 and len(by_class[2][0].interiors) == 1
+    assert by_class[2][0].interiors[0].bounds == (6.0, 6.0, 10.0, 10.0)
+    assert sorted(p.area for p in by_class[3]) == [1.0, 1.0, 1.0, 1.0, 4.0]
+    assert sorted(p.area for p in by_class[4]) == [1.0, 7.0]
 
 
 def test_regions_are_handed_out_as_soon_as_they_close() -> None:
     mask = np.zeros((9, 8), np.uint8)
     mask[0:2, 1:3] = 1  # closes with band 0
-    mask[2:7, 5:7] = 2  # spans bands 0..2
-    v = BandVectorizer(3)
-    assert v.add_band(mask[:3]) == []  # band 0 is traced only when band 1 arrives
-    first = v.add_band(mask[3:6])
-    assert [(c, p.bounds) for c, p in first] == [(1, (1.0, 0.0, 3.0, 2.0))]
-    assert v.add_band(mask[6:]) == []  # the class-2 region is still open at row 6
-    assert [(c, p.bounds, p.area) for c, p in v.finish()] == [(2, (5.0, 2.0, 7.0, 7.0), 10.0)]
+    mask[2:7, 2:7] = 2  # spans bands 0..2 and both chunks
+    mask[3:6, 3:6] = 0
+    v = BandVectorizer(3, chunk_cols=4)
+    assert [(c, p.bounds) for c, p in v.add_band(mask[:3])] == [(1, (1.0, 0.0, 3.0, 2.0))]
+    assert v.add_band(mask[3:6]) == []  # the class-2 region is still open at row 6
+    [(c, ring)] = v.add_band(mask[6:])  # its last row is 6: no piece touches row 9
+    assert v.finish() == []
+    assert c == 2 and ring.equals(shapely.box(2, 2, 7, 7).difference(shapely.box(3, 3, 6, 6)))
+    assert _vertices(ring) == 8  # seams at x = 4 and y = 3, 6 left no vertex behind
+    with pytest.raises(ValueError, match=r"expected a band \[rows, 8\]"):
+        v.add_band(np.zeros((2, 9), np.uint8))
+    with pytest.raises(ValueError, match="chunk_cols"):
+        BandVectorizer(3, chunk_cols=0)
 
 
 def test_geojson_is_qupath_shaped_and_scaled(tmp_path) -> None:

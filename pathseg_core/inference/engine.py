@@ -28,11 +28,11 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -53,6 +53,8 @@ from pathseg_core.inference.plan import SlidePlan, SlidePrompt, WorkUnit, plan_g
 from pathseg_core.inference.tiff_writer import PyramidalMaskWriter
 from pathseg_core.inference.vectorize import BandVectorizer, GeoJSONWriter
 from pathseg_core.visualize import palette
+
+T = TypeVar("T")
 
 #: Version of the band cache format (part of the resume signature).
 CACHE_VERSION = 1
@@ -296,6 +298,28 @@ def _settle_columns(units: list[WorkUnit]) -> list[int]:
     return out
 
 
+def read_ahead(batches: Iterable[T]) -> Iterator[T]:
+    """Yield ``batches`` while one thread reads the next one (slide decoding releases the GIL).
+
+    Without DataLoader worker processes the tiles of batch ``n + 1`` are read during the
+    forward pass of batch ``n``; at most one batch waits. An error while reading is
+    re-raised here, in order; closing the generator stops the thread after its current read.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pathseg-read") as pool:
+        it = iter(batches)
+        sentinel = object()
+        pending = pool.submit(next, it, sentinel)
+        try:
+            while True:
+                item = pending.result()
+                if item is sentinel:
+                    return
+                pending = pool.submit(next, it, sentinel)
+                yield item
+        finally:
+            pending.cancel()
+
+
 def _file_stat(path: Path) -> dict:
     st = path.stat()
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
@@ -472,12 +496,14 @@ class SlideSegmenter:
         sampler = ThumbnailSampler(plan.out_shape, thumb_shape, thumb_ds / plan.downsample)
         geojson = GeoJSONWriter(paths.partial(paths.geojson), names, colors, plan.downsample, opt.ndigits)
 
+        bands = self._bands(reader, plan, len(names), journal, done)
+
         def chunks(pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
             # Band k is vectorised on the pool's one thread while band k + 1 is predicted
             # (torch releases the GIL); at most one band is in flight, and waiting for it
             # re-raises its error (a full disk) here, in order.
             pending: Future | None = None
-            for ids in self._bands(reader, plan, len(names), journal, done):
+            for ids in bands:
                 if pending is not None:
                     pending.result()
                 pending = pool.submit(lambda ids=ids: geojson.write(vectorizer.add_band(ids)))
@@ -486,9 +512,12 @@ class SlideSegmenter:
             if pending is not None:
                 pending.result()
 
-        with geojson:
+        # closing(): on a failure the generators are closed here, so the tile-reading thread
+        # has stopped before the caller closes the slide.
+        with geojson, contextlib.closing(bands):
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pathseg-geojson") as pool:
-                writer.write(chunks(pool))
+                with contextlib.closing(chunks(pool)) as stream:
+                    writer.write(stream)
             geojson.write(vectorizer.finish())
         thumb = reader.read_thumbnail(thumb_ds)
         write_png(paths.partial(paths.overlay), render_overlay(thumb, sampler.mask, colors))
@@ -518,7 +547,6 @@ class SlideSegmenter:
                 raise ValueError(f"cached band {k} in {journal.folder} has shape {ids.shape}; rerun with --overwrite")
             self._advance(len(plan.units_of(k)))
             yield ids
-        window = blend_window(plan.tile_size, opt.overlap) if semantic else None
         batches = [b for b in plan_batches(plan.units, opt.batch_size) if plan.units[b[-1]].band >= done]
         context = self._context_factor() if self.model.net.needs_context else None
         loader = DataLoader(
@@ -527,6 +555,24 @@ class SlideSegmenter:
             num_workers=opt.num_workers,
             collate_fn=_collate,
         )
+        # Worker processes read ahead by themselves; without them one thread does.
+        pixels = (batch for batch in loader) if opt.num_workers else read_ahead(loader)
+        with contextlib.closing(pixels):
+            yield from self._blend_batches(plan, batches, pixels, acc, journal, done, n_classes)
+
+    def _blend_batches(
+        self,
+        plan: SlidePlan,
+        batches: list[list[int]],
+        pixels: Iterator[tuple[np.ndarray, np.ndarray | None]],
+        acc: BandAccumulator,
+        journal: ResumeJournal,
+        done: int,
+        n_classes: int,
+    ) -> Iterator[np.ndarray]:
+        """Predict ``batches`` (pixels from ``pixels``), blend unit by unit, yield each band as it finishes."""
+        semantic = self.model.semantic
+        window = blend_window(plan.tile_size, self.options.overlap) if semantic else None
         settle_before = _settle_columns(plan.units)
         k = done  # next band to finish
 
@@ -538,7 +584,7 @@ class SlideSegmenter:
                 k += 1
                 yield ids
 
-        for indices, (images, contexts) in zip(batches, loader):
+        for indices, (images, contexts) in zip(batches, pixels):
             units = [plan.units[i] for i in indices]
             scores = self._predict(images, contexts, units, n_classes)
             for i, unit, unit_scores in zip(indices, units, scores):

@@ -158,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from pathseg_core.inference.engine import SegmentOptions, SlideSegmenter, ensure_writable
     from pathseg_core.inference.loading import load_segment_model
+    from pathseg_core.inference.memory import bound_heap_growth
 
     try:
+        bound_heap_growth()
         options = SegmentOptions(
             tile_size=args.tile_size,
             overlap=args.overlap,

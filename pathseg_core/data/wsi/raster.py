@@ -5,14 +5,17 @@
   excluded; see :func:`fill_rings` for centres on an edge); later annotations paint over
   earlier ones.
 * :func:`vectorize` is the inverse for label masks: per class, per 4-connected
-  component, marching squares at level 0.5 gives the outer ring and the holes. Its rings
-  run between pixel centres, so ``rasterize(vectorize(mask)) == mask`` exactly.
+  component, marching squares at level 0.5 gives the outer ring and the holes, turned into
+  the pixel-edge rings they approximate, so ``rasterize(vectorize(mask)) == mask`` exactly.
+  Temporaries stay small: one bool mask and one int32 label image of the patch per class,
+  and a bool / float64 crop of each component's bounding box.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+import cv2
 import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
@@ -149,17 +152,29 @@ def vectorize(
         raise ValueError(f"labels must be [H, W], got shape {list(labels.shape)}")
     skip = set(int(v) for v in skip)
     annotations = []
-    for value in (int(v) for v in np.unique(labels)):
+    for value in _values(labels):
         if value in skip:
             continue
-        components = measure.label(labels == value, connectivity=1)
-        for region in measure.regionprops(components):
-            if region.area < min_area_px:
+        # int32 labels with bounding boxes and areas in one pass (skimage's label +
+        # regionprops would make an int64 image); components are numbered in raster order
+        # of their first pixel, like skimage's.
+        _, components, stats, _ = cv2.connectedComponentsWithStats(
+            (labels == value).view(np.uint8), connectivity=4, ltype=cv2.CV_32S
+        )
+        for label, (x, y, w, h, area) in enumerate(stats.tolist()[1:], start=1):
+            if area < min_area_px:
                 continue
-            polygon = _component_polygon(components, region, frame, simplify_px)
+            polygon = _component_polygon(components[y : y + h, x : x + w] == label, x, y, frame, simplify_px)
             name = names.get(value, str(value)) if names is not None else str(value)
             annotations.append(Annotation(polygon, name, value, object_type, len(annotations)))
     return annotations
+
+
+def _values(labels: np.ndarray) -> list[int]:
+    """The distinct values of ``labels``, ascending (a histogram for small unsigned types: no sort)."""
+    if labels.dtype.kind == "u" and labels.dtype.itemsize <= 2:
+        return np.flatnonzero(np.bincount(labels.ravel())).tolist()
+    return [int(v) for v in np.unique(labels)]
 
 
 def staircase(ring: np.ndarray) -> np.ndarray:
@@ -187,12 +202,15 @@ def staircase(ring: np.ndarray) -> np.ndarray:
     return out[np.abs(cross) > 1e-9]
 
 
-def _component_polygon(components: np.ndarray, region: object, frame: PatchFrame, simplify_px: float) -> Polygon:
-    """Outer ring and holes of one component along pixel edges, as a level-0 polygon."""
-    r0, c0, r1, c1 = region.bbox  # type: ignore[attr-defined]
-    crop = np.pad(components[r0:r1, c0:c1] == region.label, 1).astype(np.float32)  # type: ignore[attr-defined]
-    # Low values 8-connected, high values 4-connected: matches connectivity=1 components.
-    contours = measure.find_contours(crop, 0.5, fully_connected="low")
+def _component_polygon(crop: np.ndarray, c0: int, r0: int, frame: PatchFrame, simplify_px: float) -> Polygon:
+    """Outer ring and holes of one component along pixel edges, as a level-0 polygon.
+
+    ``crop`` is the component's bool mask over its bounding box, whose top-left pixel is
+    patch ``(c0, r0)``.
+    """
+    # find_contours works on a float64 copy: the padded bool crop is its only other temporary.
+    # Low values 8-connected, high values 4-connected: matches 4-connected components.
+    contours = measure.find_contours(np.pad(crop, 1), 0.5, fully_connected="low")
     # (row, col) in the padded crop → patch xy with pixel centres at +0.5.
     rings = [staircase(np.stack([c[:, 1] - 1 + c0 + 0.5, c[:, 0] - 1 + r0 + 0.5], axis=1)) for c in contours]
     rings.sort(key=lambda ring: -abs(shapely.area(Polygon(ring))))
