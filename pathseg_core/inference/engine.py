@@ -13,8 +13,13 @@ One slide runs as a pipeline pulled by the TIFF writer:
    and committed to the journal as soon as the next band's first unit arrives.
 3. Each finished band flows into the TIFF writer (level 0 + spilled pyramid), the band
    vectoriser (regions go to the GeoJSON file as soon as they close; it runs on a helper
-   thread, overlapping the next band's prediction) and the thumbnail sampler (overlay). Memory grows with the slide's *width* (one band of
-   ``tile_size`` rows), never with its area.
+   thread, overlapping the next band's prediction) and the thumbnail sampler (overlay).
+
+Memory is bounded by the batch and tile sizes: batches run across band borders, the blend
+accumulator finishes columns as soon as no tile can reach them (only the overlap rows are
+carried full-width, float32), the vectoriser traces column chunks, and tiles of the next
+batch are read on one thread while the current batch is predicted. What remains
+width-proportional is one band of uint8 class ids and the TIFF writer's tile row.
 
 Outputs are written as ``<name>.*.partial`` and renamed only when all three are complete;
 on any failure the partial files are removed and earlier outputs stay untouched.
