@@ -633,8 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=4,
         metavar="B",
-        help="also measure 1x vs the largest area at --batch-size B, which every band of the 1x slide fills "
-        "(separates batch fill from slide-size effects; 0 = skip)",
+        help="also measure 1x vs the largest area at --batch-size B (the bound at a second batch size; 0 = skip)",
     )
     p.add_argument("--train-steps", type=int, default=100, help="Adam steps of the head before the checkpoint is saved")
     p.add_argument("--train-tiles", type=int, default=16, help="tiles the head is fitted on")
@@ -694,8 +693,8 @@ def _run(args: argparse.Namespace, src: Path, out: Path, env: dict[str, str]) ->
     rows, default_run = bench_throughput(setup, slides[largest_rep], label)
     rows += bench_scaling(setup, slides, default_run)
     if args.equal_batch_check:
-        # A band of the 1x slide holds fewer tiles than --batch-size, so its forward passes
-        # are smaller: rerun the smallest and largest at a batch every band fills.
+        # The same bound at a second batch size: activations scale with the batch, the
+        # slide-size effect must not.
         ends = {r: slides[r] for r in (min(slides, key=lambda r: r[0] * r[1]), largest_rep)}
         rows += bench_scaling(setup, ends, None, ("--batch-size", str(args.equal_batch_check)))
 
