@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pathseg segment",
         description="Segment whole slides: lossless pyramidal TIFF of class ids, QuPath GeoJSON, overlay PNG.",
+        epilog="Environment: PATHSEG_MMAP_THRESHOLD_MB (default 4; 0 keeps glibc's default) bounds heap growth "
+        "over long runs, see pathseg_core/inference/memory.py.",
     )
     p.add_argument("slides", nargs="+", type=Path, metavar="SLIDE", help="slide files (SVS, NDPI, tiled TIFF …)")
     p.add_argument("--model", required=True, help="registered model name (e.g. sam) or full task class path")
