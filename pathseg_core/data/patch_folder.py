@@ -25,14 +25,20 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from pathseg_core.data.augment import Augment
 from pathseg_core.data.class_info import ClassInfoMixin
 from pathseg_core.data.class_map import ClassMap, load_class_map
 from pathseg_core.data.collate import collate_segbatch
 from pathseg_core.data.mosaic import MosaicError, crop_regions, stitch_tiles
-from pathseg_core.data.sampling import PatchSizeError, grid_windows, random_window, sample_generator, split_loader
+from pathseg_core.data.sampling import (
+    PatchSizeError,
+    SplitLoadersMixin,
+    grid_windows,
+    random_window,
+    sample_generator,
+)
 from pathseg_core.data.sources import (
     ArraySource,
     Source,
@@ -172,7 +178,7 @@ def _resize(image: torch.Tensor, labels: torch.Tensor | None, size: int) -> tupl
 SPLITS = ("train", "val", "test")
 
 
-class PatchFolderDataModule(ClassInfoMixin, pl.LightningDataModule):
+class PatchFolderDataModule(SplitLoadersMixin, ClassInfoMixin, pl.LightningDataModule):
     r"""Image/mask folders → leak-free train / val / test splits → :class:`SegBatch` batches.
 
     Args:
@@ -396,28 +402,12 @@ class PatchFolderDataModule(ClassInfoMixin, pl.LightningDataModule):
             else:
                 self.datasets[name] = self._dataset(name)
 
-    def _loader(self, name: str) -> DataLoader:
-        if name not in self.datasets:
-            self.setup({"train": "fit", "val": "validate"}.get(name, name))
-        dataset = self.datasets[name]
-        if name in ("test", "predict") and len(dataset) == 0:
-            raise SplitError(f"the {name} split is empty; set test_fraction > 0 or give split_files['test']")
-        hp = self.hparams
-        return split_loader(dataset, train=name == "train", batch_size=hp.batch_size, num_workers=hp.num_workers,
-                            collate_fn=collate_segbatch, seed=hp.seed, persistent_workers=hp.persistent_workers)
+    collate_fn = staticmethod(collate_segbatch)
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches; random crops and augmentation change every epoch."""
-        return self._loader("train")
+    def persistent_workers(self) -> bool:
+        """The ``persistent_workers`` setting."""
+        return self.hparams.persistent_workers
 
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches on the patch grid (empty when ``val_fraction`` is 0)."""
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches on the patch grid."""
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        """Prediction batches: the test split, or the validation split when there is no test split."""
-        return self._loader("predict")
+    def empty_split_message(self, name: str) -> str:
+        """Empty test / predict split: how to get one."""
+        return f"the {name} split is empty; set test_fraction > 0 or give split_files['test']"

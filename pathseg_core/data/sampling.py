@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pathseg_core.data.mosaic import Region
+from pathseg_core.data.splits import SplitError
 
 
 class PatchSizeError(ValueError):
@@ -123,3 +124,59 @@ def split_loader(
     if train:
         return DataLoader(dataset, sampler=EpochSampler(dataset, shuffle=True, seed=seed), **common)
     return DataLoader(dataset, shuffle=False, **common)
+
+
+class SplitLoadersMixin:
+    """``train/val/test/predict_dataloader`` of a datamodule whose ``setup`` fills ``self.datasets``.
+
+    The datamodule's ``hparams`` must hold ``batch_size``, ``num_workers`` and ``seed``.
+    Subclasses set :attr:`collate_fn`, and may set :attr:`predict_split` and override
+    :meth:`persistent_workers` / :meth:`empty_split_message`.
+    """
+
+    #: Batch collation (a ``staticmethod`` in the subclass).
+    collate_fn: Callable
+    #: Split the predict loader serves.
+    predict_split = "predict"
+    datasets: dict[str, Dataset]
+
+    def persistent_workers(self) -> bool:
+        """Keep DataLoader workers alive between epochs (only with ``num_workers > 0``)."""
+        return False
+
+    def empty_split_message(self, name: str) -> str:
+        """The one-line error when the ``test`` / ``predict`` split is empty, saying what to do."""
+        return f"the {name} split is empty; set {name}_fraction > 0"
+
+    def _loader(self, name: str) -> DataLoader:
+        if name not in self.datasets:
+            self.setup({"train": "fit", "val": "validate"}.get(name, name))  # type: ignore[attr-defined]
+        dataset = self.datasets[name]
+        if name in ("test", "predict") and len(dataset) == 0:  # type: ignore[arg-type]
+            raise SplitError(self.empty_split_message(name))
+        hp = self.hparams  # type: ignore[attr-defined]
+        return split_loader(
+            dataset,
+            train=name == "train",
+            batch_size=hp.batch_size,
+            num_workers=hp.num_workers,
+            collate_fn=self.collate_fn,
+            seed=hp.seed,
+            persistent_workers=self.persistent_workers(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches; random patches change every epoch."""
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches on the grid of the validation split (empty without one)."""
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches on the grid of the test split."""
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """Prediction batches of :attr:`predict_split`."""
+        return self._loader(self.predict_split)

@@ -16,14 +16,13 @@ from typing import Literal
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from pathseg_core.contracts import SegBatch, Targets
 from pathseg_core.data.augment import Augment
 from pathseg_core.data.class_info import ClassInfoMixin
 from pathseg_core.data.class_map import load_class_map
 from pathseg_core.data.collate import collate_segbatch
-from pathseg_core.data.sampling import split_loader
+from pathseg_core.data.sampling import SplitLoadersMixin
 from pathseg_core.data.splits import SplitError, proportional_counts
 from pathseg_core.data.wsi.dataset import SlideSource, WSIPatchDataset
 from pathseg_core.data.wsi.labels import GEOJSON_SUFFIXES, open_labels, read_code_names
@@ -86,7 +85,7 @@ def split_slides(
     return out
 
 
-class WSIPatchDataModule(ClassInfoMixin, pl.LightningDataModule):
+class WSIPatchDataModule(SplitLoadersMixin, ClassInfoMixin, pl.LightningDataModule):
     """Slides + annotations → slide-level splits → :class:`SegBatch` batches of patches.
 
     Args:
@@ -228,28 +227,13 @@ class WSIPatchDataModule(ClassInfoMixin, pl.LightningDataModule):
             if name not in self.datasets:
                 self.datasets[name] = self._dataset(name)
 
-    def _loader(self, name: str) -> DataLoader:
-        if name not in self.datasets:
-            self.setup({"train": "fit", "val": "validate"}.get(name, name))
-        dataset = self.datasets[name]
-        if name in ("test", "predict") and len(dataset) == 0:
-            raise SplitError(f"the {name} split has no patches; name {name}_slides or set {name}_fraction > 0")
-        hp = self.hparams
-        return split_loader(dataset, train=name == "train", batch_size=hp.batch_size, num_workers=hp.num_workers,
-                            collate_fn=collate_wsi, seed=hp.seed, persistent_workers=True)
+    collate_fn = staticmethod(collate_wsi)
+    predict_split = "test"
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches; random patches change every epoch."""
-        return self._loader("train")
+    def persistent_workers(self) -> bool:
+        """Always (with workers): slide handles are opened once per worker, not per epoch."""
+        return True
 
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches on the tissue grid of the validation slides (empty without validation slides)."""
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches on the tissue grid of the test slides."""
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        """Prediction batches: the test split."""
-        return self._loader("test")
+    def empty_split_message(self, name: str) -> str:
+        """Empty test split: how to get one."""
+        return f"the {name} split has no patches; name {name}_slides or set {name}_fraction > 0"
