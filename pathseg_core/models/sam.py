@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -358,16 +359,18 @@ class SamSegmenter(PromptableSegmenter):
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1), False)
 
     @classmethod
-    def from_sam(cls, sam: Sam, *, multimask_output: bool = False, name: str = "sam") -> SamSegmenter:
-        """Wrap the parts of a built ``Sam`` (shared, not copied)."""
+    def from_sam(cls, sam: Sam, **options: Any) -> SamSegmenter:
+        """Wrap the parts of a built ``Sam`` (shared, not copied); ``options`` go to the constructor.
+
+        Subclasses (e.g. WSI-SAM's) pass their own keyword options the same way.
+        """
         return cls(
             sam.image_encoder,
             sam.prompt_encoder,
             sam.mask_decoder,
             sam.pixel_mean.flatten().tolist(),
             sam.pixel_std.flatten().tolist(),
-            multimask_output=multimask_output,
-            name=name,
+            **options,
         )
 
     @classmethod

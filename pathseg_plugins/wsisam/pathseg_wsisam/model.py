@@ -374,12 +374,8 @@ def build_wsisam(
             f"unknown aggregation {aggregation!r} (--model.aggregation); choose one of {', '.join(AGGREGATIONS)}"
         )
     sam = build_base_sam(backbone, checkpoint, image_size)
-    return WSISamSegmenter(
-        sam.image_encoder,
-        sam.prompt_encoder,
-        sam.mask_decoder,
-        sam.pixel_mean.flatten().tolist(),
-        sam.pixel_std.flatten().tolist(),
+    return WSISamSegmenter.from_sam(
+        sam,
         aggregation=aggregation,
         add_sam_logits=add_sam_logits,
         context_factor=context_factor,
