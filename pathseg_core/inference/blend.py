@@ -151,14 +151,14 @@ class BandAccumulator:
         self.top = int(top)
         self._ids: np.ndarray | None = None  # the band being settled: [upto - top, W] uint8
         self._settled = 0  # blocks [0, _settled) are finished up to the pending band's bottom
-        self._buf: np.ndarray | None = None  # scratch for weighted tiles
+        self._scratch_buf: np.ndarray | None = None  # scratch for weighted tiles
 
     def _scratch(self, shape: tuple[int, ...]) -> np.ndarray:
         """A reusable float32 buffer of ``shape`` (weighted tiles are formed there, not in fresh arrays)."""
         size = int(np.prod(shape))
-        if self._buf is None or self._buf.size < size:
-            self._buf = np.empty(size, dtype=np.float32)
-        return self._buf[:size].reshape(shape)
+        if self._scratch_buf is None or self._scratch_buf.size < size:
+            self._scratch_buf = np.empty(size, dtype=np.float32)
+        return self._scratch_buf[:size].reshape(shape)
 
     @property
     def data(self) -> np.ndarray:
